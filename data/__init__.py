@@ -1,0 +1,13 @@
+"""Benchmarks shipped with the project, their loaders, batch builders and the batch validator.
+
+Owns: the benchmark and corpus files under `data/files/`, turning records into `EditRequest`s.
+Must not touch: models, editors, metrics.
+
+benchmarks  load_benchmark, BENCHMARKS (names, splits, formats), BenchmarkError
+formats     how each published record layout maps onto EditRequest
+corpus      corpus_text / corpus_file_text (WikiText-2 valid for statistics, test held out)
+relations   relation inference for CounterFact, which carries no relation id
+batches     seeded random, same-/distinct-subject and natural-group batches
+validation  validate_batch: locality overlaps and contradictory edits within a batch
+pack        `python -m data.pack SHARED_DIR` rebuilds data/files/ reproducibly
+"""

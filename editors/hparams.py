@@ -1,0 +1,425 @@
+"""Hyper-parameters of the locate-then-edit editors: frozen dataclasses and their loader.
+
+Defaults live in `editors/hparams/<editor>.toml`, one table per architecture family. The
+family comes from `config.model_type` through one small table (never from a model name), and
+CLI-style overrides ("v_lr=0.3", "layers=2-8") are parsed and type-checked against the
+dataclass fields. Every bad file, key, type or value is reported in one sentence naming its
+source (the file and table, or the override) and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+from editors.solve import SpreadRule
+
+DEFAULT_HPARAMS_DIR = Path(__file__).parent / "hparams"
+
+# model_type (from the HF config) -> hparams family; families share module layout and scale.
+MODEL_TYPE_FAMILY: Mapping[str, str] = types.MappingProxyType(
+    {
+        "llama": "llama",
+        "mistral": "llama",
+        "qwen2": "llama",
+        "gemma": "llama",
+        "gpt2": "gpt2",
+        "gptj": "gptj",
+    }
+)
+
+KeyToken = Literal["subject_last", "prompt_last"]
+Grouping = Literal["subject", "key_distance"]
+# (field name, predicate the value must satisfy, the rule in words for the error message)
+Constraint = tuple[str, Callable[[Any], bool], str]
+
+
+class HparamsError(ValueError):
+    """A hyper-parameter file, table, key, type, value or override is wrong."""
+
+
+class InvalidValueError(HparamsError):
+    """A field holds a value of the right type outside its allowed range."""
+
+    def __init__(self, key: str, rule: str) -> None:
+        super().__init__(f"key '{key}' must be {rule}")
+        self.key = key
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hparams:
+    """Base of every editor's hyper-parameters: record form, value checks, layer range."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form for result records (tuples become lists)."""
+        record = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            record[field.name] = list(value) if isinstance(value, tuple) else value
+        return record
+
+    def __post_init__(self) -> None:
+        for name, is_valid, rule in self._constraints():
+            if not is_valid(getattr(self, name)):
+                raise InvalidValueError(name, rule)
+
+    def _constraints(self) -> list[Constraint]:
+        return []
+
+    @property
+    def edited_layers(self) -> tuple[int, ...]:
+        """Every layer whose weights the editor rewrites."""
+        raise NotImplementedError
+
+    def check_fits(self, num_layers: int) -> None:
+        """Refuse layers the model does not have (the files cannot know the model's depth)."""
+        too_deep = [layer for layer in self.edited_layers if layer >= num_layers]
+        if too_deep:
+            raise HparamsError(
+                f"Layer {too_deep[0]} is out of range for a model with {num_layers} layers; "
+                "override the layers for this model."
+            )
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0
+
+
+def _increasing_layers(layers: tuple[int, ...]) -> bool:
+    return len(layers) > 0 and layers[0] >= 0 and all(a < b for a, b in zip(layers, layers[1:]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValueOptimisationHparams(Hparams):
+    """Keys, context templates and the `z` optimisation shared by every key–value editor.
+
+    `layers` are the edited layers in ascending order; the value vectors are optimised at the
+    last of them (`last_layer`). The loss is read from the model's final layer, which the
+    architecture adapter knows, so the reference's `v_loss_layer` is not a setting here.
+    """
+
+    layers: tuple[int, ...]
+    v_num_grad_steps: int
+    v_lr: float
+    v_weight_decay: float
+    clamp_norm_factor: float
+    kl_factor: float
+    early_stop_loss: float = 0.05
+    key_token: KeyToken = "subject_last"
+    n_templates: int = 5  # model-generated context prefixes (seeded, cached per model)
+    template_len: int = 10  # tokens per generated prefix
+    template_seed: int = 0
+    mom2_tokens: int = 100_000  # covariance token budget (§2: 1e5–2e6 suffices for small models)
+
+    @property
+    def last_layer(self) -> int:
+        """l*, the layer whose block output receives the optimised δ."""
+        return self.layers[-1]
+
+    @property
+    def edited_layers(self) -> tuple[int, ...]:
+        return self.layers
+
+    def _constraints(self) -> list[Constraint]:
+        return super()._constraints() + [
+            (
+                "layers",
+                _increasing_layers,
+                "a non-empty, strictly increasing list of layer indices >= 0",
+            ),
+            ("v_num_grad_steps", _positive, "positive"),
+            ("v_lr", _positive, "positive"),
+            ("v_weight_decay", _non_negative, "non-negative"),
+            ("clamp_norm_factor", _positive, "positive"),
+            ("kl_factor", _non_negative, "non-negative"),
+            ("early_stop_loss", _non_negative, "non-negative"),
+            ("n_templates", _non_negative, "non-negative"),
+            ("template_len", _positive, "positive"),
+            ("mom2_tokens", _positive, "positive"),
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemitHparams(ValueOptimisationHparams):
+    """MEMIT: λ (`mom2_update_weight`) weighs the preserved keys' covariance against the edit."""
+
+    mom2_update_weight: float
+    spread_rule: SpreadRule = "linear"
+
+    def _constraints(self) -> list[Constraint]:
+        return super()._constraints() + [("mom2_update_weight", _non_negative, "non-negative")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PmetHparams(MemitHparams):
+    """PMET: separate attention and MLP vectors, square-root spread, NLL down-weighting.
+
+    `attn_decay_weight` / `mlp_decay_weight` scale each vector's weight-decay term (each decays
+    relative to its own initial norm); `argmax_nll_weight` is the NLL weight of a request whose
+    target is already the argmax (reference: 0.1).
+    """
+
+    spread_rule: SpreadRule = "sqrt"
+    attn_decay_weight: float = 1.0
+    mlp_decay_weight: float = 1.0
+    argmax_nll_weight: float = 0.1
+
+    def _constraints(self) -> list[Constraint]:
+        return super()._constraints() + [
+            ("attn_decay_weight", _non_negative, "non-negative"),
+            ("mlp_decay_weight", _non_negative, "non-negative"),
+            ("argmax_nll_weight", lambda w: 0 <= w <= 1, "between 0 and 1"),
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeHparams(MemitHparams):
+    """MEMIT-Merge: one shared δ per group of requests, with its own optimisation budget.
+
+    Grouping "subject" merges requests with the same subject text (the paper); "key_distance"
+    also merges requests whose keys at the last edited layer lie within
+    `key_distance_threshold` × (mean key norm of the batch) of each other — relative, so one
+    threshold fits every model width.
+    """
+
+    grouping: Grouping = "subject"
+    key_distance_threshold: float = 0.25
+    shared_v_num_grad_steps: int
+    shared_v_lr: float
+    shared_clamp_norm_factor: float
+
+    def _constraints(self) -> list[Constraint]:
+        return super()._constraints() + [
+            ("key_distance_threshold", _non_negative, "non-negative"),
+            ("shared_v_num_grad_steps", _positive, "positive"),
+            ("shared_v_lr", _positive, "positive"),
+            ("shared_clamp_norm_factor", _positive, "positive"),
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlphaEditHparams(ValueOptimisationHparams):
+    """AlphaEdit: MEMIT's keys and values, update projected onto the covariance's null space."""
+
+    nullspace_threshold: float = 2e-2
+    alpha: float = 10.0
+
+    def _constraints(self) -> list[Constraint]:
+        return super()._constraints() + [
+            ("nullspace_threshold", _positive, "positive"),
+            ("alpha", _positive, "positive"),
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FtHparams(Hparams):
+    """FT-L: fine-tune one layer's MLP output projection under an L∞ bound on its change."""
+
+    layer: int
+    lr: float
+    steps: int
+    norm_constraint: float
+
+    @property
+    def edited_layers(self) -> tuple[int, ...]:
+        return (self.layer,)
+
+    def _constraints(self) -> list[Constraint]:
+        return super()._constraints() + [
+            ("layer", _non_negative, "a layer index >= 0"),
+            ("lr", _positive, "positive"),
+            ("steps", _positive, "positive"),
+            ("norm_constraint", _positive, "positive"),
+        ]
+
+
+# editor name (as typed on the CLI, '-' or '_') -> (file stem, dataclass)
+EDITOR_HPARAMS: Mapping[str, tuple[str, type[Hparams]]] = types.MappingProxyType(
+    {
+        "memit": ("memit", MemitHparams),
+        "pmet": ("pmet", PmetHparams),
+        "memit_merge": ("memit_merge", MergeHparams),
+        "alphaedit": ("alphaedit", AlphaEditHparams),
+        "ft_l": ("ft_l", FtHparams),
+    }
+)
+
+
+def family_of(model_type: str) -> str:
+    """The hparams family of an HF `config.model_type`."""
+    try:
+        return MODEL_TYPE_FAMILY[model_type]
+    except KeyError:
+        known = ", ".join(sorted(MODEL_TYPE_FAMILY))
+        raise HparamsError(
+            f"No hyper-parameter family for model type '{model_type}' (known: {known})."
+        ) from None
+
+
+def load_hparams(
+    editor_name: str,
+    model_type: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    hparams_dir: Path = DEFAULT_HPARAMS_DIR,
+) -> Hparams:
+    """The editor's defaults for the model's family, with `overrides` applied on top.
+
+    Override values may be strings as typed on the CLI ("0.3", "2-8", "subject_last") or typed
+    Python values; both are checked against the field's type.
+    """
+    stem, hparams_class = _editor_entry(editor_name)
+    family = family_of(model_type)
+    path = Path(hparams_dir) / f"{stem}.toml"
+    source = f"{path} [{family}]"
+    table = _read_family_table(path, family, model_type)
+    hints = typing.get_type_hints(hparams_class)
+    field_names = [field.name for field in dataclasses.fields(hparams_class)]
+
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # where each value came from, for error messages
+    for key, raw in table.items():
+        _require_known(key, field_names, source)
+        values[key], origin[key] = _coerce(raw, hints[key], key, source), source
+    for key, raw in (overrides or {}).items():
+        override_source = f"Override '{key}={raw}'"
+        _require_known(key, field_names, override_source)
+        parsed = _parse_text(raw, hints[key], key, override_source) if isinstance(raw, str) else raw
+        values[key] = _coerce(parsed, hints[key], key, override_source)
+        origin[key] = override_source
+
+    missing = [
+        field.name
+        for field in dataclasses.fields(hparams_class)
+        if field.name not in values
+        and field.default is dataclasses.MISSING
+        and field.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise HparamsError(f"{source}: missing key '{missing[0]}'.")
+    try:
+        return hparams_class(**values)
+    except InvalidValueError as error:
+        raise HparamsError(f"{origin.get(error.key, source)}: {error}.") from None
+
+
+def parse_override_args(args: Sequence[str]) -> dict[str, str]:
+    """Turn CLI arguments like ["v_lr=0.3", "layers=2-8"] into {"v_lr": "0.3", "layers": "2-8"}."""
+    parsed: dict[str, str] = {}
+    for arg in args:
+        key, separator, value = arg.partition("=")
+        if not separator or not key.strip():
+            raise HparamsError(f"Override '{arg}' is not of the form key=value.")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def _editor_entry(editor_name: str) -> tuple[str, type[Hparams]]:
+    normalised = editor_name.strip().lower().replace("-", "_")
+    try:
+        return EDITOR_HPARAMS[normalised]
+    except KeyError:
+        known = ", ".join(sorted(EDITOR_HPARAMS))
+        raise HparamsError(
+            f"No hyper-parameters for editor '{editor_name}' (known: {known})."
+        ) from None
+
+
+def _read_family_table(path: Path, family: str, model_type: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise HparamsError(f"{path}: hyper-parameter file not found.") from None
+    except tomllib.TOMLDecodeError as error:
+        raise HparamsError(f"{path}: not valid TOML ({error}).") from None
+    families = sorted(set(MODEL_TYPE_FAMILY.values()))
+    for name, table in document.items():
+        if name not in families or not isinstance(table, dict):
+            raise HparamsError(
+                f"{path}: unknown top-level key '{name}' (expected family tables: "
+                f"{', '.join(families)})."
+            )
+    if family not in document:
+        raise HparamsError(f"{path}: no [{family}] table for model type '{model_type}'.")
+    return document[family]
+
+
+def _require_known(key: str, field_names: list[str], source: str) -> None:
+    if key not in field_names:
+        raise HparamsError(f"{source}: unknown key '{key}' (known keys: {', '.join(field_names)}).")
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(choice) for choice in typing.get_args(annotation))
+    if typing.get_origin(annotation) is tuple:
+        return "a list of integers"
+    names = {int: "an integer", float: "a finite number", str: "a string"}
+    return names[annotation]
+
+
+def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
+    """Check `value` against the field type, widening int->float and list->tuple."""
+
+    def wrong() -> HparamsError:
+        return HparamsError(
+            f"{source}: key '{key}' must be {_type_name(annotation)}, got {value!r}."
+        )
+
+    if typing.get_origin(annotation) is Literal:
+        if value not in typing.get_args(annotation):
+            raise wrong()
+        return value
+    if typing.get_origin(annotation) is tuple:
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(item, int) and not isinstance(item, bool) for item in value
+        ):
+            raise wrong()
+        return tuple(value)
+    # bool is a subclass of int in Python; a TOML `true` is never a number.
+    if isinstance(value, bool):
+        raise wrong()
+    if annotation is float and isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise wrong()
+        return float(value)
+    if not isinstance(value, annotation):
+        raise wrong()
+    return value
+
+
+def _parse_text(text: str, annotation: Any, key: str, source: str) -> Any:
+    """Read a CLI string as the field's type: numbers and layer lists; other text stays text."""
+    text = text.strip()
+    try:
+        if typing.get_origin(annotation) is tuple:
+            return parse_layers(text)
+        if annotation is int:
+            return int(text)
+        if annotation is float:
+            return float(text)
+    except ValueError:
+        raise HparamsError(
+            f"{source}: key '{key}' must be {_type_name(annotation)}, got {text!r}."
+        ) from None
+    return text
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """Layers from an inclusive range "2-8", a list "2,4,6" or "[2, 4, 6]", or one index "5"."""
+    text = text.strip("[]() ")
+    start, dash, stop = text.partition("-")
+    if dash and start.strip() and "," not in text:
+        return tuple(range(int(start), int(stop) + 1))
+    return tuple(int(part) for part in text.split(",") if part.strip())

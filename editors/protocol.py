@@ -1,0 +1,82 @@
+"""The seam between editors and everything that scores them.
+
+An editor turns `(model, tokenizer, requests)` into an `Applied` handle. Scoring code only ever
+sees that handle's `scorer` (log-probabilities, argmax agreement, generation), so no metric
+needs to know which family of editor produced the edit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+
+class EditRequestError(ValueError):
+    """A request cannot be edited as given (the message names the request and the field)."""
+
+
+@dataclass(frozen=True)
+class LocalityProbe:
+    """An unrelated prompt whose prediction the edit must leave unchanged."""
+
+    prompt: str
+    ground_truth: str
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One fact to write into a model.
+
+    `subject` is a span that occurs verbatim in `prompt` (MEMIT keys are read at its last
+    token); it is None when the record has no entity span (MedVersa), in which case
+    locate-then-edit editors use the prompt's last token. `locality` maps a group name
+    (`td`, `em`, `ss`, `ts` for MedCF; `default` elsewhere) to its probes.
+    """
+
+    prompt: str
+    target_new: str
+    subject: str | None = None
+    target_true: str | None = None
+    rephrase_prompts: tuple[str, ...] = ()
+    locality: Mapping[str, tuple[LocalityProbe, ...]] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """Field-level reasons this request cannot be edited (empty when it is valid)."""
+        found = []
+        if not self.prompt.strip():
+            found.append("field 'prompt' is empty")
+        if not self.target_new.strip():
+            found.append("field 'target_new' is empty")
+        if self.subject is not None:
+            if not self.subject.strip():
+                found.append("field 'subject' is empty")
+            elif self.subject not in self.prompt:
+                found.append(f"subject {self.subject!r} does not occur in prompt {self.prompt!r}")
+        return found
+
+
+def validate_requests(requests: Sequence[EditRequest]) -> None:
+    """Raise `EditRequestError` naming the first invalid request by its index in the batch."""
+    if not requests:
+        raise EditRequestError("No edit requests were given.")
+    for index, request in enumerate(requests):
+        problems = request.problems()
+        if problems:
+            raise EditRequestError(f"Request {index}: {problems[0]}.")
+
+
+@runtime_checkable
+class Applied(Protocol):
+    """A live edit. `undo()` returns the model to exactly its pre-edit state."""
+
+    def undo(self) -> None: ...
+
+
+@runtime_checkable
+class Editor(Protocol):
+    """Anything that can write a batch of facts into a model."""
+
+    name: str
+
+    def apply(self, model: Any, tok: Any, requests: Sequence[EditRequest]) -> Applied: ...

@@ -1,0 +1,56 @@
+"""Terminal output for CLI commands: one Rich console, progress bars, and one-sentence errors.
+
+Library code never prints; it reports progress through callbacks that these helpers provide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Callable, Iterator, NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+USAGE_ERROR = 2
+
+
+def fail(message: str) -> NoReturn:
+    """Print one sentence to stderr and exit with the usage-error code."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(USAGE_ERROR)
+
+
+def console(quiet: bool = False) -> Console:
+    return Console(stderr=False, quiet=quiet, highlight=False)
+
+
+@contextlib.contextmanager
+def progress_bar(out: Console, description: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """Yield `update(done, total)`; shows a bar with rate (`unit`/s) and ETA."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=out, disable=out.quiet, transient=False) as bar:
+        task = bar.add_task(description, total=None, rate="")
+
+        def update(done: int, total: int) -> None:
+            speed = bar.tasks[task].speed
+            rate = f"{speed:,.0f} {unit}/s" if speed else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        yield update

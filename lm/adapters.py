@@ -1,0 +1,110 @@
+"""Architecture adapters: where each family keeps the modules the editors read and rewrite.
+
+Chosen by `config.model_type` only (never by matching a model name), so the editing math can
+say "the MLP output projection of layer l" without knowing the architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class UnsupportedArchitecture(ValueError):
+    """The model's `config.model_type` has no adapter."""
+
+
+@dataclass(frozen=True)
+class ArchAdapter:
+    """Module path templates (`{}` is the layer index) and weight orientation for one family.
+
+    `mlp_out_transposed` is True where the output projection stores its weight as
+    `[d_ff, d]` (GPT-2's Conv1D) instead of nn.Linear's `[d, d_ff]`.
+    """
+
+    family: str
+    blocks: str
+    attention: str
+    mlp: str
+    mlp_out: str
+    final_norm: str
+    lm_head: str
+    embeddings: str
+    mlp_out_transposed: bool = False
+
+    def block_name(self, layer: int) -> str:
+        return self.blocks.format(layer)
+
+    def attention_name(self, layer: int) -> str:
+        return self.attention.format(layer)
+
+    def mlp_name(self, layer: int) -> str:
+        return self.mlp.format(layer)
+
+    def mlp_out_name(self, layer: int) -> str:
+        return self.mlp_out.format(layer)
+
+    def mlp_out_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
+        return model.get_submodule(self.mlp_out_name(layer)).weight
+
+    def num_layers(self, model: nn.Module) -> int:
+        return len(model.get_submodule(self.blocks.rsplit(".", 1)[0]))
+
+    def widths(self, model: nn.Module) -> tuple[int, int]:
+        """(d, d_ff): residual width and MLP hidden width, read from the weight itself."""
+        rows, cols = self.mlp_out_weight(model, 0).shape
+        return (cols, rows) if self.mlp_out_transposed else (rows, cols)
+
+
+_DECODER = dict(
+    blocks="model.layers.{}",
+    attention="model.layers.{}.self_attn",
+    mlp="model.layers.{}.mlp",
+    mlp_out="model.layers.{}.mlp.down_proj",
+    final_norm="model.norm",
+    lm_head="lm_head",
+    embeddings="model.embed_tokens",
+)
+
+ADAPTERS: dict[str, ArchAdapter] = {
+    "llama": ArchAdapter(family="llama", **_DECODER),
+    "mistral": ArchAdapter(family="llama", **_DECODER),
+    "qwen2": ArchAdapter(family="llama", **_DECODER),
+    "gemma": ArchAdapter(family="llama", **_DECODER),
+    "gemma2": ArchAdapter(family="llama", **_DECODER),
+    "gemma3_text": ArchAdapter(family="llama", **_DECODER),
+    "gpt2": ArchAdapter(
+        family="gpt2",
+        blocks="transformer.h.{}",
+        attention="transformer.h.{}.attn",
+        mlp="transformer.h.{}.mlp",
+        mlp_out="transformer.h.{}.mlp.c_proj",
+        final_norm="transformer.ln_f",
+        lm_head="lm_head",
+        embeddings="transformer.wte",
+        mlp_out_transposed=True,
+    ),
+    "gptj": ArchAdapter(
+        family="gptj",
+        blocks="transformer.h.{}",
+        attention="transformer.h.{}.attn",
+        mlp="transformer.h.{}.mlp",
+        mlp_out="transformer.h.{}.mlp.fc_out",
+        final_norm="transformer.ln_f",
+        lm_head="lm_head",
+        embeddings="transformer.wte",
+    ),
+}
+
+
+def adapter_for(model: nn.Module) -> ArchAdapter:
+    model_type = getattr(model.config, "model_type", None)
+    try:
+        return ADAPTERS[model_type]
+    except KeyError:
+        known = ", ".join(sorted(ADAPTERS))
+        raise UnsupportedArchitecture(
+            f"No architecture adapter for model_type {model_type!r}; supported: {known}."
+        ) from None

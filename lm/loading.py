@@ -1,0 +1,81 @@
+"""Load a causal LM and its tokenizer: the embedded default, a local folder, or an HF model id."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from lm.adapters import adapter_for
+from lm.embedded import ModelNotAvailable, embedded_model_dir
+
+DEFAULT_MODEL = "default"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_model_source(name: str) -> str:
+    """The folder or hub id behind a user-facing model name (builds the default on first use)."""
+    if name == DEFAULT_MODEL:
+        return str(embedded_model_dir())
+    return name
+
+
+def load(
+    name: str = DEFAULT_MODEL,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+):
+    """Return `(model, tokenizer)` in eval mode, gradients off for every parameter.
+
+    Raises `ModelNotAvailable` with one sentence when the name is neither `default`, an
+    existing folder, nor a model id that can be found in the local HF cache or downloaded.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_model_source(name)
+    looks_like_path = Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
+    if looks_like_path and not Path(source).expanduser().is_dir():
+        raise ModelNotAvailable(f"Model folder {source!r} does not exist.")
+    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code)
+    try:
+        model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)
+        tok = _from_pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ModelNotAvailable(
+            f"Cannot load model {name!r}: it is not 'default', a model folder, or a model id "
+            f"available offline or downloadable ({str(error).splitlines()[0]})."
+        ) from None
+    adapter_for(model)  # refuse unsupported architectures at load time, not mid-edit
+    model.to(device or default_device()).eval()
+    model.requires_grad_(False)
+    return model, tok
+
+
+def _from_pretrained(auto_class, source: str, **kwargs):
+    """Prefer the local HF cache; fall back to the hub only when the id is not cached."""
+    try:
+        return auto_class.from_pretrained(source, local_files_only=True, **kwargs)
+    except OSError:
+        if Path(source).expanduser().is_dir():
+            raise
+        return auto_class.from_pretrained(source, **kwargs)
+
+
+def model_fingerprint(model: torch.nn.Module, samples_per_tensor: int = 4096) -> str:
+    """A content hash of the weights: names, shapes, dtypes and a fixed strided sample of
+    every tensor. Sampling keeps it fast on 7B models while any edit or other checkpoint
+    changes it (an edit rewrites every entry of a projection matrix)."""
+    digest = hashlib.sha256()
+    digest.update(str(getattr(model.config, "model_type", "")).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        stride = max(1, flat.numel() // samples_per_tensor)
+        sample = flat[::stride][:samples_per_tensor].to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:24]
