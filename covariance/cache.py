@@ -84,7 +84,10 @@ def load_statistic(path: Path, key: StatisticKey, width: int) -> tuple[torch.Ten
             f"Covariance cache file {path} holds a {tuple(total.shape)} {total.dtype} matrix; "
             f"this model's layer needs ({width}, {width}) float64."
         )
-    tokens = int(metadata.get("tokens", "0"))
+    try:
+        tokens = int(metadata.get("tokens", "0"))
+    except ValueError:  # a mangled count is damage, reported below like a zero count
+        tokens = 0
     if tokens <= 0 or not torch.isfinite(total).all():
         raise CovarianceCacheError(f"Covariance cache file {path} is damaged (no tokens or non-finite sums).")
     return total, tokens

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import zlib
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -43,8 +47,9 @@ def load(
         raise ModelNotAvailable(f"Model folder {source!r} does not exist.")
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code)
     try:
-        model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)
-        tok = _from_pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
+        with _quiet_transformers():
+            model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)
+            tok = _from_pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise ModelNotAvailable(
             f"Cannot load model {name!r}: it is not 'default', a model folder, or a model id "
@@ -54,6 +59,25 @@ def load(
     model.to(device or default_device()).eval()
     model.requires_grad_(False)
     return model, tok
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence per-tensor progress bars and hub retry warnings while loading; our callers
+    report errors as one sentence and progress through their own bars."""
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hf_logging.disable_progress_bar()
+    hub_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(hub_level)
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
 
 
 def _from_pretrained(auto_class, source: str, **kwargs):
@@ -66,16 +90,14 @@ def _from_pretrained(auto_class, source: str, **kwargs):
         return auto_class.from_pretrained(source, **kwargs)
 
 
-def model_fingerprint(model: torch.nn.Module, samples_per_tensor: int = 4096) -> str:
-    """A content hash of the weights: names, shapes, dtypes and a fixed strided sample of
-    every tensor. Sampling keeps it fast on 7B models while any edit or other checkpoint
-    changes it (an edit rewrites every entry of a projection matrix)."""
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A content hash of the weights: names, shapes, dtypes and a CRC-32 of every tensor's
+    bytes. Every byte is read, so changing any single entry changes the fingerprint (a
+    strided sample would miss most single-entry edits); CRC-32 runs at memory speed
+    (~0.3 s for the 135M default model on one CPU core) and is independent of threading."""
     digest = hashlib.sha256()
     digest.update(str(getattr(model.config, "model_type", "")).encode())
     for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().reshape(-1)
-        stride = max(1, flat.numel() // samples_per_tensor)
-        sample = flat[::stride][:samples_per_tensor].to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(sample.numpy().tobytes())
+        raw = tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}:{zlib.crc32(raw)}".encode())
     return digest.hexdigest()[:24]

@@ -1,0 +1,169 @@
+"""Where keys are read (token sites) and reading them: MLP keys and block outputs at given tokens.
+
+A `KeySite` is one tokenised text (optional context prefix + edit prompt) and the index of its key
+token: the subject's last token, or the prompt's last token when asked for or when the request
+has no subject span. Every request has one site per context: the bare prompt first, then one per
+generated prefix. MEMIT's key for a request averages its sites, the bare prompt weighing 1/2 and
+the prefixed variants sharing the other 1/2 (the reference weighting).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from editors.protocol import EditRequest, EditRequestError
+from lm.adapters import adapter_for
+from lm.hooks import on_inputs, on_outputs, stop_after
+from lm.positions import right_padded
+
+READ_BATCH = 64  # sequences per forward when reading; bounds memory, not results
+
+
+@dataclass(frozen=True)
+class KeySite:
+    """A tokenised text and the position of its key token."""
+
+    ids: tuple[int, ...]
+    position: int
+
+
+def key_site(tok, text: str, subject_end: int | None) -> KeySite:
+    """The site whose key token covers character `subject_end - 1` of `text` (None: last token)."""
+    encoding = tok(text, return_offsets_mapping=True)
+    ids = tuple(encoding["input_ids"])
+    if not ids:
+        raise ValueError(f"{text!r} encodes to no tokens")
+    if subject_end is None:
+        return KeySite(ids, len(ids) - 1)
+    last_char = subject_end - 1
+    for index, (begin, end) in enumerate(encoding["offset_mapping"]):
+        if begin <= last_char < end:
+            return KeySite(ids, index)
+    raise ValueError(f"no token of {text!r} covers the end of the subject")
+
+
+def request_sites(
+    tok, requests: Sequence[EditRequest], key_token: str, prefixes: Sequence[str]
+) -> list[list[KeySite]]:
+    """Per request: the bare prompt's site, then one per context prefix."""
+    if key_token not in ("subject_last", "prompt_last"):
+        raise ValueError(f"key_token must be 'subject_last' or 'prompt_last', not {key_token!r}.")
+    all_sites = []
+    for index, request in enumerate(requests):
+        subject_end = None
+        if key_token == "subject_last" and request.subject is not None:
+            start = request.prompt.find(request.subject)
+            if start < 0:
+                raise EditRequestError(
+                    f"Request {index}: subject {request.subject!r} does not occur in prompt {request.prompt!r}."
+                )
+            subject_end = start + len(request.subject)
+        sites = []
+        for prefix in ("", *prefixes):
+            end = None if subject_end is None else len(prefix) + subject_end
+            try:
+                sites.append(key_site(tok, prefix + request.prompt, end))
+            except ValueError as problem:
+                raise EditRequestError(f"Request {index}: {problem}.") from None
+        all_sites.append(sites)
+    return all_sites
+
+
+def essence_sites(tok, requests: Sequence[EditRequest], key_token: str) -> list[KeySite | None]:
+    """MEMIT's drift probe "{subject} is a" per request (None without a subject span)."""
+    sites: list[KeySite | None] = []
+    for request in requests:
+        if request.subject is None:
+            sites.append(None)
+            continue
+        text = f"{request.subject} is a"
+        sites.append(key_site(tok, text, len(request.subject) if key_token == "subject_last" else None))
+    return sites
+
+
+def target_ids(tok, requests: Sequence[EditRequest]) -> list[tuple[int, ...]]:
+    """Each target as the scorer tokenises it: " " + target, no special tokens."""
+    encoded = []
+    for index, request in enumerate(requests):
+        ids = tuple(tok(" " + request.target_new.lstrip(), add_special_tokens=False)["input_ids"])
+        if not ids:
+            raise EditRequestError(f"Request {index}: target_new {request.target_new!r} encodes to no tokens.")
+        encoded.append(ids)
+    return encoded
+
+
+def read_at_sites(
+    model,
+    sites: Sequence[KeySite],
+    reads: Mapping[str, tuple[str, str]],
+    stop_module: str,
+) -> dict[str, torch.Tensor]:
+    """For each read `name -> (module name, "input" | "output")`, the [N, width] float32 rows of
+    that module's input or output at every site's key token. The forward stops after
+    `stop_module` (the highest block read)."""
+    device = next(model.parameters()).device
+    modules_by_kind: dict[str, dict[str, torch.nn.Module]] = {"input": {}, "output": {}}
+    for name, (module_name, kind) in reads.items():
+        modules_by_kind[kind][name] = model.get_submodule(module_name)
+    pieces: dict[str, list[torch.Tensor]] = {name: [] for name in reads}
+    pad_id = 0  # padded slots are masked and never read, so any id will do
+    for start in range(0, len(sites), READ_BATCH):
+        chunk = sites[start : start + READ_BATCH]
+        ids = torch.full((len(chunk), max(len(s.ids) for s in chunk)), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, site in enumerate(chunk):
+            ids[row, : len(site.ids)] = torch.tensor(site.ids)
+            mask[row, : len(site.ids)] = 1
+        rows = torch.arange(len(chunk), device=device)
+        cols = torch.tensor([s.position for s in chunk], device=device)
+
+        def keep(name: str, tensor: torch.Tensor) -> None:
+            pieces[name].append(tensor[rows, cols].float())
+
+        with torch.no_grad(), on_inputs(modules_by_kind["input"], keep), on_outputs(
+            modules_by_kind["output"], keep
+        ), stop_after(model.get_submodule(stop_module)):
+            model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    return {name: torch.cat(parts) for name, parts in pieces.items()}
+
+
+def average_over_contexts(per_site: torch.Tensor, contexts: int) -> torch.Tensor:
+    """[B * contexts, w] rows (bare first per request) -> [B, w] with the bare prompt weighing 1/2."""
+    grouped = per_site.reshape(-1, contexts, per_site.shape[-1])
+    if contexts == 1:
+        return grouped[:, 0]
+    return 0.5 * grouped[:, 0] + 0.5 * grouped[:, 1:].mean(dim=1)
+
+
+def request_keys(
+    model,
+    sites: Sequence[Sequence[KeySite]],
+    layers: Sequence[int],
+    also_outputs: Mapping[str, str] | None = None,
+    stop_layer: int | None = None,
+) -> tuple[dict[int, torch.Tensor], dict[str, torch.Tensor]]:
+    """Context-averaged keys [B, d_ff] per layer, plus (optionally) outputs of other modules at
+    each request's bare-prompt site (`name -> module name`, [B, d] each), in one pass that
+    stops after block `stop_layer` (default: the highest key layer; pass the block holding the
+    output modules when they sit higher).
+
+    The outputs are read at the bare prompt only: they are the "current value" that MEMIT
+    compares with its target, which was optimised at the bare prompt's key token.
+    """
+    adapter = adapter_for(model)
+    contexts = len(sites[0])
+    flat = [site for request_sites_ in sites for site in request_sites_]
+    reads = {f"key.{layer}": (adapter.mlp_out_name(layer), "input") for layer in layers}
+    reads.update({f"out.{name}": (module, "output") for name, module in (also_outputs or {}).items()})
+    stop = max(layers) if stop_layer is None else max(stop_layer, *layers)
+    found = read_at_sites(model, flat, reads, adapter.block_name(stop))
+    keys = {layer: average_over_contexts(found[f"key.{layer}"], contexts) for layer in layers}
+    outputs = {
+        name: found[f"out.{name}"].reshape(-1, contexts, found[f"out.{name}"].shape[-1])[:, 0]
+        for name in also_outputs or {}
+    }
+    return keys, outputs
+

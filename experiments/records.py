@@ -1,0 +1,214 @@
+"""Result records of a harness run: per request, per scoring step and for the whole run.
+
+They are plain frozen dataclasses that turn into JSON-ready dicts and back, and they are the
+only input report rendering needs. Everything that depends on the machine's speed lives in
+`RunRecord.timings` (and nowhere else), so two runs with the same seed can be compared byte
+for byte with `to_json(include_timings=False)`.
+
+Scores are fractions in [0, 1] (reports multiply by 100); fluency is on the papers' ×100 scale.
+A score is None when the data has nothing to measure it on (e.g. no `target_true`, so no
+efficacy score), never NaN, so the JSON stays strict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+RECORD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    """How one edit request scored at one scoring step.
+
+    `efficacy_*` are measured on the edit prompt, `generality_*` on the rephrasings (mean over
+    them). `*_accuracy` is convention (a), teacher-forced target token accuracy; `*_score` is
+    convention (b), the share of prompts where P(target_new) > P(target_true). `locality` maps
+    each probe group to the agreement of the edited model's argmax with the unedited model's.
+    """
+
+    record_index: int | None  # position in the benchmark file (None for hand-made requests)
+    efficacy_accuracy: float
+    efficacy_score: float | None
+    generality_accuracy: float | None
+    generality_score: float | None
+    locality: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RetrievalSummary:
+    """Retrieval outcome shares (see `metrics.retrieval_rates`); None where no query of a kind."""
+
+    correct: float | None
+    wrong: float | None
+    none: float | None
+    unwanted: float | None
+    edit_queries: int
+    locality_queries: int
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    """What one scoring step measured beyond the requests themselves."""
+
+    fluency: float | None  # mean n-gram entropy ×100 over `fluency_texts` generations
+    fluency_texts: int
+    perplexity_after: float | None  # None when perplexity is switched off
+    retrieval: RetrievalSummary | None  # None unless the edit exposes retrieval outcomes
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Request scores averaged over requests (each weighs the same) plus model health.
+
+    `locality` holds the per-group means (MedCF: td, em, ss, ts), `locality_mean` their
+    unweighted mean, `average` MedREK's eq. 13 on the token-accuracy convention.
+    """
+
+    requests: int
+    efficacy_accuracy: float
+    efficacy_score: float | None
+    generality_accuracy: float | None
+    generality_score: float | None
+    locality: dict[str, float]
+    locality_mean: float | None
+    average: float | None
+    health: ModelHealth
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The batch validator's findings for the edits live during one scoring step."""
+
+    requests: int
+    locality_overlaps: int
+    self_overlaps: int
+    contradictory_records: int
+    ceiling_efficacy: float
+    ceiling_locality: dict[str, float]
+    ceiling_sentence: str
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One apply-and-score step: the batch applied, the validation of what was live, and the
+    scores of the requests scored (the batch itself, or everything edited so far)."""
+
+    step: int
+    applied_indices: tuple[int | None, ...]
+    validation: Validation
+    requests: tuple[RequestResult, ...]
+    aggregate: Aggregate
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Where the edits came from. `file` is `shipped:<name>/<split>.json.gz`, a user path, or
+    None for requests built in memory, whose `sha256` is then of their canonical JSON."""
+
+    benchmark: str
+    split: str | None
+    file: str | None
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    fingerprint: str  # lm.loading.model_fingerprint, taken before any edit
+    model_type: str
+    parameters: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Run settings that change the numbers, recorded so a reader knows what was measured."""
+
+    fluency_prompts: int  # at most this many edit prompts per step are continued
+    fluency_new_tokens: int  # greedy new tokens per continuation (the papers use 100)
+    perplexity_tokens: int  # held-out target tokens scored per perplexity (0: off)
+    perplexity_corpus: str
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    edit_seconds: float
+    scoring_seconds: float
+    undo_seconds: float  # 0.0 for sequential steps, whose undo happens at the end
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock seconds; the only part of a record that may differ between identical runs."""
+
+    steps: tuple[StepTiming, ...]
+    baseline_seconds: float  # unedited predictions and perplexity (near 0 when cached)
+    final_undo_seconds: float  # sequential mode: undoing every batch in reverse order
+    total_seconds: float
+
+    @property
+    def edit_seconds(self) -> float:
+        return sum(step.edit_seconds for step in self.steps)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything one harness run produced, and everything needed to reproduce it."""
+
+    format: int
+    mode: str  # "single", "batch" or "sequential"
+    batch_size: int
+    editor: str
+    hparams: dict[str, Any] | None
+    model: ModelInfo
+    seed: int
+    dataset: DatasetInfo
+    record_indices: tuple[int | None, ...]
+    settings: Settings
+    versions: dict[str, str]
+    perplexity_before: float | None
+    steps: tuple[StepResult, ...]
+    aggregate: Aggregate  # single/batch: over all steps; sequential: after the last step
+    timings: Timings
+
+    def to_dict(self, include_timings: bool = True) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        if not include_timings:
+            del record["timings"]
+        return record
+
+    def to_json(self, include_timings: bool = True) -> str:
+        """Canonical JSON (sorted keys, strict: a NaN would raise rather than be written)."""
+        return json.dumps(self.to_dict(include_timings), indent=2, sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
+        return _build(cls, data)
+
+
+def _build(annotation: Any, value: Any) -> Any:
+    """Rebuild a value of the annotated type from its JSON form (lists back into tuples,
+    dicts back into dataclasses), following the dataclasses' type hints."""
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(annotation):
+        hints = typing.get_type_hints(annotation)
+        return annotation(**{
+            field.name: _build(hints[field.name], value[field.name])
+            for field in dataclasses.fields(annotation)
+        })
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        # Optional[X]: the value is not None here, so it is an X.
+        (inner,) = [argument for argument in arguments if argument is not type(None)]
+        return _build(inner, value)
+    if origin is tuple:
+        return tuple(_build(arguments[0], item) for item in value)
+    if origin is dict:
+        return {key: _build(arguments[1], item) for key, item in value.items()}
+    return value

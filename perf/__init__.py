@@ -1,0 +1,1 @@
+"""Performance scripts: each prints a ratio measured in one run against a baseline."""
