@@ -36,6 +36,7 @@ MODEL_TYPE_FAMILY: Mapping[str, str] = types.MappingProxyType(
 
 KeyToken = Literal["subject_last", "prompt_last"]
 Grouping = Literal["subject", "key_distance"]
+ComputeDtype = Literal["float32", "bfloat16"]
 # (field name, predicate the value must satisfy, the rule in words for the error message)
 Constraint = tuple[str, Callable[[Any], bool], str]
 
@@ -120,6 +121,7 @@ class ValueOptimisationHparams(Hparams):
     template_len: int = 10  # tokens per generated prefix
     template_seed: int = 0
     mom2_tokens: int = 100_000  # covariance token budget (§2: 1e5–2e6 suffices for small models)
+    v_dtype: ComputeDtype = "float32"  # precision of the value optimisation's forward/backward
 
     @property
     def last_layer(self) -> int:

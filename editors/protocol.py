@@ -15,6 +15,11 @@ class EditRequestError(ValueError):
     """A request cannot be edited as given (the message names the request and the field)."""
 
 
+class EditError(ValueError):
+    """An edit was refused before the model was touched (non-finite update, no covariance, …);
+    the message names the request(s) or layer."""
+
+
 @dataclass(frozen=True)
 class LocalityProbe:
     """An unrelated prompt whose prediction the edit must leave unchanged."""

@@ -17,7 +17,12 @@ import json
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
+
+from data.corpus import CORPUS_NAMES
+from experiments.errors import HarnessError
+from lm.files import atomic_path
 
 RECORD_FORMAT = 1
 
@@ -126,12 +131,26 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Settings:
-    """Run settings that change the numbers, recorded so a reader knows what was measured."""
+    """Run settings that change the numbers; the defaults keep a CPU run short, and the record
+    carries them so a reader knows what was measured (the papers generate 100 new tokens)."""
 
-    fluency_prompts: int  # at most this many edit prompts per step are continued
-    fluency_new_tokens: int  # greedy new tokens per continuation (the papers use 100)
-    perplexity_tokens: int  # held-out target tokens scored per perplexity (0: off)
-    perplexity_corpus: str
+    fluency_prompts: int = 20  # at most this many edit prompts per step are continued (0: off)
+    fluency_new_tokens: int = 40  # greedy new tokens per continuation
+    perplexity_tokens: int = 1024  # held-out target tokens per perplexity (0: off)
+    perplexity_corpus: str = "wikitext2-test"
+
+    def __post_init__(self) -> None:
+        if self.fluency_prompts < 0:
+            raise HarnessError(f"fluency_prompts must be 0 or more, not {self.fluency_prompts}.")
+        if self.fluency_new_tokens < 1:
+            raise HarnessError(f"fluency_new_tokens must be at least 1, not {self.fluency_new_tokens}.")
+        if self.perplexity_tokens < 0:
+            raise HarnessError(f"perplexity_tokens must be 0 or more, not {self.perplexity_tokens}.")
+        if self.perplexity_corpus not in CORPUS_NAMES:
+            raise HarnessError(
+                f"Unknown perplexity corpus {self.perplexity_corpus!r}; choose one of "
+                f"{', '.join(CORPUS_NAMES)}."
+            )
 
 
 @dataclass(frozen=True)
@@ -212,3 +231,13 @@ def _build(annotation: Any, value: Any) -> Any:
     if origin is dict:
         return {key: _build(arguments[1], item) for key, item in value.items()}
     return value
+
+
+def write_record(path: str | Path, record: RunRecord) -> None:
+    """Write a record as canonical JSON, atomically (no half-written file on interruption)."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(record.to_json() + "\n")
+
+
+def read_record(path: str | Path) -> RunRecord:
+    return RunRecord.from_dict(json.loads(Path(path).read_text()))

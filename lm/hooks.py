@@ -115,6 +115,8 @@ def stop_after(module: nn.Module) -> Iterator[None]:
     """Abort the forward pass as soon as `module` has run; the block exits normally.
 
     Usage: `with stop_after(block): model(**batch)` — collect what you need with other hooks.
+    Enter those hooks first (to the left in one `with`): hooks registered on `module` itself
+    after this one never run, because PyTorch calls a module's hooks in registration order.
     """
 
     def hook(_module, _args, _output):

@@ -1,4 +1,4 @@
-"""Shared fixtures.
+"""Shared fixtures (and one intra-op torch thread for the whole suite; see below).
 
 - `default_model`: `(model, tokenizer)` of the embedded default model, loaded once per session
   from whatever `$EDITSCOPE_CACHE` the environment gives (the first load ever dequantises the
@@ -14,14 +14,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # so test files can `import tiny_models`
 
 import tiny_models  # noqa: E402
+
+# One intra-op thread by default: on a small shared machine, OpenMP threads spinning against
+# other processes made a tiny-model forward 100x slower (0.8 s instead of 5 ms) and a
+# default-model forward 10x slower. Set EDITSCOPE_TEST_THREADS to use more.
+torch.set_num_threads(int(os.environ.get("EDITSCOPE_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")

@@ -147,10 +147,10 @@ def test_stop_after_skips_later_layers_and_the_head(family_model):
             pytest.fail("the forward pass should have been stopped")  # pragma: no cover
         assert calls == {"block0": 1, "block1": 0, "block2": 0, "final_norm": 0, "lm_head": 0}
         calls.update({name: 0 for name in calls})
-        with stop_after(blocks[1]), capture({"h": blocks[1]}) as seen:
+        with capture({"h": blocks[1]}) as seen, stop_after(blocks[1]):
             model(input_ids=IDS)
         assert calls == {"block0": 1, "block1": 1, "block2": 0, "final_norm": 0, "lm_head": 0}
-        assert "h" in seen  # hooks registered alongside still saw the stopping layer
+        assert "h" in seen  # a hook entered before stop_after still sees the stopping layer
         calls.update({name: 0 for name in calls})
         after = model(input_ids=IDS).logits  # the normal forward works afterwards
     assert calls == {name: 1 for name in calls}

@@ -1,0 +1,105 @@
+"""Where editors get the key second moments C_l (and AlphaEdit its null-space projectors).
+
+A covariance source is anything with `moments(model, tok, layers) -> {layer: SecondMoment}`.
+The default collects them with `covariance.stats.second_moments` on a corpus (cached on disk);
+tests pass a small token budget and a temporary cache root, or fixed matrices. Whatever goes
+wrong (no corpus, damaged cache, missing layer) becomes one `EditError` sentence naming the
+layers, raised before any weight changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Protocol, Sequence
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from covariance.collect import CollectOptions
+from covariance.corpus import DEFAULT_CORPUS
+from covariance.stats import SecondMoment, second_moments
+from editors.protocol import EditError
+from editors.solve import null_space_projector
+from lm.files import atomic_path
+
+
+class CovarianceSource(Protocol):
+    def moments(self, model, tok, layers: Sequence[int]) -> Mapping[int, SecondMoment]: ...
+
+
+@dataclass(frozen=True)
+class CorpusCovariance:
+    """Second moments collected over `token_budget` tokens of `corpus` (cached by content)."""
+
+    corpus: str = DEFAULT_CORPUS
+    token_budget: int = 100_000
+    max_length: int = 256
+    bf16: bool = True
+    cache_root: Path | None = None
+    progress: Callable[[int, int], None] | None = field(default=None, compare=False)
+
+    def moments(self, model, tok, layers: Sequence[int]) -> Mapping[int, SecondMoment]:
+        options = CollectOptions(token_budget=self.token_budget, max_length=self.max_length, bf16=self.bf16)
+        return second_moments(
+            model, tok, layers, self.corpus, options, progress=self.progress, cache_root=self.cache_root
+        )
+
+
+@dataclass(frozen=True)
+class GivenCovariance:
+    """Second moments supplied by the caller (tests, or statistics computed elsewhere)."""
+
+    given: Mapping[int, SecondMoment]
+
+    def moments(self, model, tok, layers: Sequence[int]) -> Mapping[int, SecondMoment]:
+        return {layer: self.given[layer] for layer in layers if layer in self.given}
+
+
+def layer_list(layers: Sequence[int]) -> str:
+    return ", ".join(str(layer) for layer in layers)
+
+
+def fetch_moments(source: CovarianceSource, model, tok, layers: Sequence[int]) -> dict[int, SecondMoment]:
+    """The statistic of every layer, or an EditError saying which layers have none and why."""
+    try:
+        found = source.moments(model, tok, layers)
+    except (OSError, ValueError) as error:
+        reason = str(error).rstrip(".")
+        raise EditError(
+            f"No covariance for layers {layer_list(layers)} of this batch: none is cached and it "
+            f"cannot be computed ({reason}); nothing was applied."
+        ) from None
+    missing = [layer for layer in layers if layer not in found]
+    if missing:
+        raise EditError(
+            f"No covariance for layers {layer_list(missing)} of this batch and no corpus to compute it "
+            "from; nothing was applied."
+        )
+    return {layer: found[layer] for layer in layers}
+
+
+def null_space(moment: SecondMoment, threshold: float) -> torch.Tensor:
+    """AlphaEdit's projector for one layer, cached beside the covariance file it comes from."""
+    path = _projector_path(moment, threshold)
+    if path is not None and path.is_file():
+        try:
+            projector = load_file(str(path))["projector"]
+            width = moment.total.shape[0]
+            if projector.shape == (width, width) and projector.dtype == torch.float64:
+                return projector
+        except (SafetensorError, OSError, KeyError):
+            pass  # damaged: recomputed and rewritten below
+    projector = null_space_projector(moment.matrix(), threshold)
+    if path is not None:
+        with atomic_path(path) as tmp:
+            metadata = {"threshold": repr(threshold), "covariance": moment.path.name, "tokens": str(moment.tokens)}
+            save_file({"projector": projector.contiguous()}, str(tmp), metadata=metadata)
+    return projector
+
+
+def _projector_path(moment: SecondMoment, threshold: float) -> Path | None:
+    if moment.path is None:
+        return None
+    return moment.path.with_name(f"{moment.path.stem}.nullspace-{threshold!r}.safetensors")

@@ -1,0 +1,32 @@
+"""PMET (Li et al. 2024, ALGORITHMS.md §4): attention and MLP vectors, FFN-only rewrite.
+
+Two vectors are trained at l*: one added to the attention output, one to the MLP output (the
+components, not the residual stream), each decayed and clamped relative to its own initial norm.
+Only the MLP vector is used afterwards: the MLP output projections of the edited layers absorb
+`z_mlp − (current MLP output at l*)`, spread with a square root so earlier layers take more.
+"""
+
+from __future__ import annotations
+
+from editors.memit import MemitEditor
+from editors.values import ValueOptions
+from lm.adapters import ArchAdapter
+
+
+class PmetEditor(MemitEditor):
+    name = "pmet"
+
+    def value_sites(self, adapter: ArchAdapter) -> tuple[str, ...]:
+        layer = self.hparams.last_layer
+        return (adapter.attention_name(layer), adapter.mlp_name(layer))
+
+    def output_site(self, adapter: ArchAdapter) -> str:
+        return adapter.mlp_name(self.hparams.last_layer)
+
+    def value_options(self) -> ValueOptions:
+        hp = self.hparams
+        return ValueOptions.from_hparams(
+            hp,
+            argmax_nll_weight=hp.argmax_nll_weight,
+            decay_weights=(hp.attn_decay_weight, hp.mlp_decay_weight),
+        )

@@ -1,0 +1,353 @@
+"""Batched value optimisation (MEMIT's `z` step), shared by MEMIT, PMET, MEMIT-Merge and AlphaEdit.
+
+For each group of requests (one request per group for MEMIT; one subject per group for
+MEMIT-Merge) a free vector δ_g is added to the output of one or more modules at layer l* (the
+block for MEMIT, the attention and MLP outputs for PMET) at the key token of every rewriting
+prompt of the group's requests, and trained with Adam so the model predicts each request's
+target (ALGORITHMS.md §3):
+
+    loss_g = Σ_{r∈g} [ w_r · NLL_r + kl_factor · KL(p_δ ‖ p_0)_r ] + Σ_sites decay · ‖δ‖ / ‖h_0‖²
+
+NLL_r is averaged per prompt over target tokens, then over the request's prompts (bare + context
+prefixes); the KL is read at the key token of "{subject} is a". After every step each δ is
+projected onto the ball of radius clamp · ‖h_0‖. A group whose mean member loss plus decay falls
+below `early_stop` is frozen and its sequences leave the batch.
+
+All groups train together: one forward/backward per step over every active sequence, one
+[G, d] tensor per site. δ only changes positions from the key token on, and only layers from l*
+up, so `editors.upper` computes the rest once; logits are taken only at target and KL rows.
+Groups are independent (their losses share no parameters and Adam is element-wise), so this
+equals optimising each group alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from editors.keys import KeySite
+from editors.protocol import EditError
+from editors.upper import SplitBatch, capture_upper_state, run_upper
+from lm.adapters import adapter_for
+from lm.hooks import add_at_positions, capture
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ValueOptions:
+    """The optimisation budget and loss weights (from an editor's hparams)."""
+
+    steps: int
+    lr: float
+    weight_decay: float
+    clamp_factor: float
+    kl_factor: float
+    early_stop: float
+    argmax_nll_weight: float = 1.0  # PMET: NLL weight of a request already predicted (0.1)
+    decay_weights: tuple[float, ...] = ()  # per site; empty means 1 for every site
+    dtype: str = "float32"  # forward/backward precision of the model copy; δ stays float32
+
+    @classmethod
+    def from_hparams(cls, hparams, **changes) -> "ValueOptions":
+        base = dict(
+            steps=hparams.v_num_grad_steps,
+            lr=hparams.v_lr,
+            weight_decay=hparams.v_weight_decay,
+            clamp_factor=hparams.clamp_norm_factor,
+            kl_factor=hparams.kl_factor,
+            early_stop=hparams.early_stop_loss,
+            dtype=hparams.v_dtype,
+        )
+        return cls(**{**base, **changes})
+
+
+@dataclass(frozen=True)
+class ValueResult:
+    """Per group g and site: the unedited output h_0 (mean over the group's bare prompts) and δ."""
+
+    sites: tuple[str, ...]
+    initial: dict[str, torch.Tensor]
+    deltas: dict[str, torch.Tensor]
+    loss: torch.Tensor  # [G] last measured loss (mean member loss + decay)
+    nll: torch.Tensor  # [G] mean member NLL at that point
+    updates: torch.Tensor  # [G] Adam steps the group took
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def targets(self, site: str) -> torch.Tensor:
+        """z = h_0 + δ at `site`, [G, d]."""
+        return self.initial[site] + self.deltas[site]
+
+
+@dataclass
+class _Plan:
+    """Every sequence of the batch, and where its loss terms are read, as flat index tensors."""
+
+    batch: SplitBatch
+    row_group: torch.Tensor  # [N]
+    bare_rows: torch.Tensor  # [R] each request's bare rewriting prompt
+    token_row: torch.Tensor  # [T] rows/columns whose logits predict a target token
+    token_col: torch.Tensor
+    token_id: torch.Tensor
+    token_weight: torch.Tensor  # 1 / (target length × prompts of the request)
+    token_request: torch.Tensor
+    kl_row: torch.Tensor  # [K] essence prompts (their key token is suffix column 0)
+    kl_request: torch.Tensor
+    request_group: torch.Tensor  # [R]
+    group_size: torch.Tensor  # [G]
+
+
+def _plan(
+    sites: Sequence[Sequence[KeySite]],
+    essence: Sequence[KeySite | None],
+    targets: Sequence[Sequence[int]],
+    groups: Sequence[Sequence[int]],
+    use_kl: bool,
+) -> _Plan:
+    prefixes, suffixes, row_group, bare_rows = [], [], [], []
+    tokens: list[tuple[int, int, int, float, int]] = []
+    kl: list[tuple[int, int]] = []
+    request_group = [0] * len(sites)
+    for g, members in enumerate(groups):
+        for r in members:
+            request_group[r] = g
+            target = list(targets[r])
+            for c, site in enumerate(sites[r]):
+                row = len(prefixes)
+                if c == 0:
+                    bare_rows.append((r, row))
+                ids = list(site.ids) + target[:-1]
+                prefixes.append(ids[: site.position])
+                suffixes.append(ids[site.position :])
+                row_group.append(g)
+                first = len(site.ids) - 1 - site.position  # suffix column predicting target[0]
+                weight = 1.0 / (len(target) * len(sites[r]))
+                tokens.extend((row, first + j, t, weight, r) for j, t in enumerate(target))
+            if use_kl and essence[r] is not None:
+                site = essence[r]
+                prefixes.append(list(site.ids[: site.position]))
+                # Only the key token: later tokens of "{subject} is a" cannot change its logits.
+                suffixes.append([site.ids[site.position]])
+                row_group.append(g)
+                kl.append((len(prefixes) - 1, r))
+    bare = torch.tensor([row for _, row in sorted(bare_rows)], dtype=torch.long)
+    as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+    return _Plan(
+        batch=SplitBatch.build(prefixes, suffixes, pad_id=0),
+        row_group=as_long(row_group),
+        bare_rows=bare,
+        token_row=as_long([t[0] for t in tokens]),
+        token_col=as_long([t[1] for t in tokens]),
+        token_id=as_long([t[2] for t in tokens]),
+        token_weight=torch.tensor([t[3] for t in tokens], dtype=torch.float32),
+        token_request=as_long([t[4] for t in tokens]),
+        kl_row=as_long([k[0] for k in kl]),
+        kl_request=as_long([k[1] for k in kl]),
+        request_group=as_long(request_group),
+        group_size=torch.tensor([len(m) for m in groups], dtype=torch.float32),
+    )
+
+
+def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of final hidden states (rows chosen by the caller)."""
+    logits = model.get_output_embeddings()(hidden).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
+def forward_copy(model, dtype: str):
+    """The model itself, or a copy in `dtype` for the optimisation's forward/backward."""
+    wanted = DTYPES[dtype]
+    if next(model.parameters()).dtype == wanted:
+        return model
+    return copy.deepcopy(model).to(wanted)
+
+
+def optimise_values(
+    model,
+    layer: int,
+    sites: Sequence[Sequence[KeySite]],
+    essence: Sequence[KeySite | None],
+    targets: Sequence[Sequence[int]],
+    groups: Sequence[Sequence[int]],
+    site_modules: Sequence[str],
+    options: ValueOptions,
+    progress: Progress | None = None,
+) -> ValueResult:
+    """Train one δ per group and site; see the module docstring for the loss.
+
+    `sites[r]` are request r's key sites (bare prompt first), `essence[r]` its drift probe (or
+    None), `targets[r]` its target token ids, `groups` lists request indices per δ, and
+    `site_modules` the modules of block `layer` (l*, or the block itself) whose outputs receive δ.
+    """
+    started = time.perf_counter()
+    adapter = adapter_for(model)
+    runner = forward_copy(model, options.dtype)
+    modules = [runner.get_submodule(name) for name in site_modules]
+    plan = _plan(sites, essence, targets, groups, use_kl=options.kl_factor > 0)
+    full_state = capture_upper_state(runner, adapter, plan.batch, layer)
+
+    n_groups, n_requests = len(groups), len(sites)
+    width = full_state.block_inputs.shape[-1]
+    deltas = [torch.zeros(n_groups, width, requires_grad=True) for _ in site_modules]
+    optimiser = torch.optim.Adam(deltas, lr=options.lr)
+    decay_weights = options.decay_weights or (1.0,) * len(site_modules)
+    initial: list[torch.Tensor] = []
+    base_logprobs = None
+    active = torch.ones(n_groups, dtype=torch.bool)
+    loss_seen = torch.full((n_groups,), float("nan"))
+    nll_seen = torch.full((n_groups,), float("nan"))
+    updates = torch.zeros(n_groups, dtype=torch.long)
+    state, view = full_state, _ActiveView.of(plan, active)
+
+    for step in range(options.steps):
+        first = step == 0
+        rows_vectors = [d[plan.row_group[view.rows]] for d in deltas]
+        zero_cols = torch.zeros(len(view.rows), dtype=torch.long)
+        with _site_hooks(modules, rows_vectors, zero_cols, record=first) as recorded:
+            hidden = run_upper(runner, adapter, state)
+        if first:
+            # h_0 per request at its bare prompt, then averaged over each group's members.
+            per_request = [recorded[str(i)][plan.bare_rows, 0].float() for i in range(len(modules))]
+            initial = [_group_mean(h, plan.request_group, n_groups) for h in per_request]
+
+        token_nll, hits = _token_terms(runner, hidden, view)
+        request_nll = torch.zeros(n_requests).index_add(0, view.token_request, token_nll * view.token_weight)
+        weight = torch.ones(n_requests)
+        if options.argmax_nll_weight < 1:
+            misses = torch.zeros(n_requests).index_add(0, view.token_request, (~hits).float())
+            weight = torch.where(misses == 0, options.argmax_nll_weight, 1.0)
+        request_kl = torch.zeros(n_requests)
+        if len(view.kl_row):
+            logprobs = lm_logits(runner, hidden[view.kl_row, 0]).log_softmax(-1)
+            if first:
+                base_logprobs = logprobs.detach()
+            reference = base_logprobs[view.kl_index]
+            kl = (logprobs.exp() * (logprobs - reference)).sum(-1)
+            request_kl = request_kl.index_add(0, view.kl_request, kl)
+        member = weight * request_nll + options.kl_factor * request_kl
+        group_sum = torch.zeros(n_groups).index_add(0, plan.request_group, member)
+        group_nll = torch.zeros(n_groups).index_add(0, plan.request_group, request_nll.detach())
+        decay = sum(
+            w * options.weight_decay * d.norm(dim=1) / h0.norm(dim=1).clamp_min(1e-12) ** 2
+            for w, d, h0 in zip(decay_weights, deltas, initial)
+        )
+        criterion = (group_sum / plan.group_size + decay).detach()
+        loss_seen[active] = criterion[active]
+        nll_seen[active] = (group_nll / plan.group_size)[active]
+        if progress:
+            progress("values", step + 1, options.steps)
+
+        active = active & ~(criterion < options.early_stop)
+        if step == options.steps - 1 or not active.any():
+            break
+        objective = (group_sum + decay)[active].sum()
+        optimiser.zero_grad()
+        objective.backward()
+        before = [d.detach().clone() for d in deltas]
+        optimiser.step()
+        with torch.no_grad():
+            for d, old, h0 in zip(deltas, before, initial):
+                d[~active] = old[~active]  # frozen groups keep their vector
+                limit = options.clamp_factor * h0.norm(dim=1)
+                norm = d.norm(dim=1)
+                d.mul_(torch.where(norm > limit, limit / norm.clamp_min(1e-12), 1.0)[:, None])
+        updates[active] += 1
+        if not torch.equal(view.groups_active, active):
+            view = _ActiveView.of(plan, active)
+            state = full_state.select(view.rows)
+
+    result = ValueResult(
+        sites=tuple(site_modules),
+        initial={name: h0.detach() for name, h0 in zip(site_modules, initial)},
+        deltas={name: d.detach().clone() for name, d in zip(site_modules, deltas)},
+        loss=loss_seen,
+        nll=nll_seen,
+        updates=updates,
+        seconds=time.perf_counter() - started,
+    )
+    _check_finite(result, groups)
+    return result
+
+
+@dataclass(frozen=True)
+class _ActiveView:
+    """The plan restricted to the rows of active groups, re-indexed to the selected rows."""
+
+    groups_active: torch.Tensor
+    rows: torch.Tensor
+    token_row: torch.Tensor
+    token_col: torch.Tensor
+    token_id: torch.Tensor
+    token_weight: torch.Tensor
+    token_request: torch.Tensor
+    kl_row: torch.Tensor
+    kl_request: torch.Tensor
+    kl_index: torch.Tensor  # position of each kept KL row in the full plan (for p_0)
+
+    @classmethod
+    def of(cls, plan: _Plan, groups_active: torch.Tensor) -> "_ActiveView":
+        row_active = groups_active[plan.row_group]
+        rows = row_active.nonzero().squeeze(1)
+        new_index = torch.full((len(row_active),), -1, dtype=torch.long)
+        new_index[rows] = torch.arange(len(rows))
+        keep = row_active[plan.token_row]
+        keep_kl = row_active[plan.kl_row] if len(plan.kl_row) else torch.zeros(0, dtype=torch.bool)
+        return cls(
+            groups_active=groups_active.clone(),
+            rows=rows,
+            token_row=new_index[plan.token_row[keep]],
+            token_col=plan.token_col[keep],
+            token_id=plan.token_id[keep],
+            token_weight=plan.token_weight[keep],
+            token_request=plan.token_request[keep],
+            kl_row=new_index[plan.kl_row[keep_kl]],
+            kl_request=plan.kl_request[keep_kl],
+            kl_index=keep_kl.nonzero().squeeze(1),
+        )
+
+
+def _token_terms(model, hidden: torch.Tensor, view: _ActiveView) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per target token: NLL and whether the model's argmax already is the target."""
+    logits = lm_logits(model, hidden[view.token_row, view.token_col])
+    nll = F.cross_entropy(logits, view.token_id, reduction="none")
+    return nll, logits.detach().argmax(-1) == view.token_id
+
+
+@contextlib.contextmanager
+def _site_hooks(modules, vectors, cols: torch.Tensor, record: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Add each site's per-row vector at suffix column `cols`; when `record`, yield the sites'
+    outputs as they were before the addition (keyed "0", "1", … in site order)."""
+    rows = torch.arange(len(cols))
+    with contextlib.ExitStack() as stack:
+        # Registered first, so it sees each output before the addition below changes it.
+        recorded = stack.enter_context(capture({str(i): m for i, m in enumerate(modules)})) if record else {}
+        for module, vector in zip(modules, vectors):
+            stack.enter_context(add_at_positions(module, vector, rows, cols))
+        yield recorded
+
+
+def _group_mean(per_request: torch.Tensor, request_group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    sums = torch.zeros(n_groups, per_request.shape[1]).index_add(0, request_group, per_request)
+    counts = torch.zeros(n_groups).index_add(0, request_group, torch.ones(len(request_group)))
+    return sums / counts[:, None]
+
+
+def _check_finite(result: ValueResult, groups: Sequence[Sequence[int]]) -> None:
+    for name in result.sites:
+        bad = ~torch.isfinite(result.targets(name)).all(dim=1)
+        if bad.any():
+            members = groups[int(bad.nonzero()[0])]
+            which = ", ".join(str(r) for r in members)
+            raise EditError(
+                f"The optimised value of request {which} is not finite; nothing was applied."
+            )

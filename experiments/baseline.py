@@ -1,0 +1,95 @@
+"""Pre-edit reference values, computed once on the unedited model and cached as JSON.
+
+Locality compares the edited model with the *unedited* model's argmax on each probe, and
+perplexity "after" is read against perplexity "before". Both references depend only on the
+model, the tokenizer and the text scored, so they are cached under
+`<cache root>/baselines/<model fingerprint>/` with a key hashed from the tokenizer's vocabulary
+and the exact texts (for locality: every probe of the records, in order). Equal records drawn
+from the same file with the same indices therefore share one file across runs and editors;
+the file also names the records' indices and data set for a human reader. Writes are atomic;
+an unreadable or mismatched file is recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from editors.protocol import EditRequest
+from experiments.heldout import HeldoutText, heldout_perplexity
+from experiments.scoring import locality_predictions
+from lm.files import cache_root, write_json_atomic
+from lm.scoring import LMScorer
+
+# Bump when the way a reference value is computed changes, so older files stop matching.
+BASELINE_VERSION = 1
+
+
+class BaselineCache:
+    """Reference values of one unedited model; call before any edit is applied."""
+
+    def __init__(self, model: Any, tok: Any, fingerprint: str, directory: Path | None = None):
+        self.scorer = LMScorer(model, tok)
+        self.directory = Path(directory or cache_root() / "baselines") / fingerprint
+        self.fingerprint = fingerprint
+        self.tokenizer_digest = _digest(sorted(tok.get_vocab().items()))
+
+    def locality(self, requests: Sequence[EditRequest], about: Mapping[str, Any]) -> list[dict[str, list[list[int]]]]:
+        """Unedited argmax ids on every locality probe of every request (request order).
+
+        `about` (e.g. the data set and record indices) is stored in the file for readers only.
+        """
+        probes = [[[group, [[p.prompt, p.ground_truth] for p in group_probes]]
+                   for group, group_probes in request.locality.items()] for request in requests]
+        path = self.directory / f"locality-{self._key(probes)}.json"
+        cached = _read_json(path)
+        if cached is not None and _fits(cached.get("predictions"), requests):
+            return cached["predictions"]
+        predictions = locality_predictions(self.scorer, requests)
+        write_json_atomic(path, {**self._header(), "about": dict(about), "predictions": predictions})
+        return predictions
+
+    def perplexity(self, text: HeldoutText) -> float:
+        """Perplexity of the held-out text under the unedited model."""
+        path = self.directory / f"perplexity-{self._key([text.prompts, text.targets])}.json"
+        cached = _read_json(path)
+        if cached is not None and isinstance(cached.get("perplexity"), float):
+            return cached["perplexity"]
+        value = heldout_perplexity(self.scorer, text)
+        write_json_atomic(path, {**self._header(), "corpus": text.corpus, "tokens": text.tokens,
+                                 "perplexity": value})
+        return value
+
+    def _key(self, content: Any) -> str:
+        return _digest([BASELINE_VERSION, self.tokenizer_digest, content])[:32]
+
+    def _header(self) -> dict[str, Any]:
+        return {"version": BASELINE_VERSION, "model_fingerprint": self.fingerprint,
+                "tokenizer_digest": self.tokenizer_digest}
+
+
+def _digest(content: Any) -> str:
+    return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, unreadable or not JSON: recompute
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _fits(predictions: Any, requests: Sequence[EditRequest]) -> bool:
+    """Whether cached predictions have the groups and probe counts of `requests`."""
+    if not isinstance(predictions, list) or len(predictions) != len(requests):
+        return False
+    for entry, request in zip(predictions, requests):
+        if not isinstance(entry, dict) or set(entry) != set(request.locality):
+            return False
+        for group, probes in request.locality.items():
+            if not isinstance(entry[group], list) or len(entry[group]) != len(probes):
+                return False
+    return True

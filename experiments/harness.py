@@ -1,0 +1,210 @@
+"""Run any editor on an edit set in one of three settings and return a `RunRecord`.
+
+- single: each request alone: apply, score, undo.
+- batch: consecutive batches of `batch_size` requests (the last may be smaller): apply, score
+  the batch, undo.
+- sequential: batches applied one after another without undoing; after each, everything
+  edited so far is scored; at the end every batch is undone, newest first.
+
+Single is batch mode with batch size 1. Every editor of a comparison gets the same `EditSet`,
+hence the same records in the same order, and is read against the same cached pre-edit
+baseline. The harness needs only `editor.name`, `editor.apply(model, tok, requests)` and the
+handle's `undo()`; it scores through the handle's `scorer` when it has one (retrieval
+editors), else through a plain `LMScorer` on the model the editor changed in place. However a
+run ends, every applied edit is undone, and the model must then hash as it did before.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from data.validation import validate_batch
+from editors.protocol import EditRequest, Editor, validate_requests
+from experiments.aggregate import aggregate
+from experiments.baseline import BaselineCache
+from experiments.edit_sets import EditSet
+from experiments.environment import package_versions
+from experiments.errors import HarnessError
+from experiments.heldout import heldout_perplexity, heldout_text
+from experiments.records import (
+    RECORD_FORMAT, Aggregate, ModelInfo, RequestResult, RunRecord, Settings, StepResult, StepTiming,
+    Timings, Validation,
+)
+from experiments.scoring import model_health, score_requests
+from lm.loading import model_fingerprint
+from lm.scoring import LMScorer
+
+Progress = Callable[[int, int], None]  # (steps done, steps in total)
+
+
+class EditorRestoreError(RuntimeError):
+    """An editor's `undo()` left the model's weights different from before the run."""
+
+
+def run_single(editor: Editor, model: Any, tok: Any, edits: EditSet, settings: Settings = Settings(),
+               progress: Progress | None = None, baseline_dir: Path | None = None) -> RunRecord:
+    """Each request edited alone, scored, and undone before the next."""
+    return _Run(editor, model, tok, edits, 1, settings, baseline_dir).isolated("single", progress)
+
+
+def run_batch(editor: Editor, model: Any, tok: Any, edits: EditSet, batch_size: int | None = None,
+              settings: Settings = Settings(), progress: Progress | None = None,
+              baseline_dir: Path | None = None) -> RunRecord:
+    """Batches of `batch_size` requests (default: the whole set) applied together, scored, undone."""
+    size = len(edits.requests) if batch_size is None else batch_size
+    return _Run(editor, model, tok, edits, size, settings, baseline_dir).isolated("batch", progress)
+
+
+def run_sequential(editor: Editor, model: Any, tok: Any, edits: EditSet, batch_size: int,
+                   settings: Settings = Settings(), progress: Progress | None = None,
+                   baseline_dir: Path | None = None) -> RunRecord:
+    """Batches applied cumulatively; everything edited so far is scored after each batch."""
+    return _Run(editor, model, tok, edits, batch_size, settings, baseline_dir).sequential(progress)
+
+
+class _Run:
+    """One harness run: the unedited references, then the steps, then the record."""
+
+    def __init__(self, editor: Editor, model: Any, tok: Any, edits: EditSet, batch_size: int,
+                 settings: Settings, baseline_dir: Path | None):
+        # Refuse bad input before any expensive work.
+        validate_requests(edits.requests)
+        self.batches = _batches(len(edits.requests), batch_size)
+        self.batch_size = batch_size
+        self.started = time.perf_counter()
+        self.editor, self.model, self.tok, self.edits, self.settings = editor, model, tok, edits, settings
+        self.requests: tuple[EditRequest, ...] = edits.requests
+        self.fingerprint = model_fingerprint(model)
+        cache = BaselineCache(model, tok, self.fingerprint, baseline_dir)
+        self.unedited = cache.locality(self.requests, about={
+            "dataset": asdict(edits.dataset), "record_indices": list(edits.record_indices)})
+        self.heldout = (heldout_text(tok, settings.perplexity_tokens, settings.perplexity_corpus)
+                        if settings.perplexity_tokens else None)
+        self.perplexity_before = cache.perplexity(self.heldout) if self.heldout else None
+        self.baseline_seconds = time.perf_counter() - self.started
+
+    def isolated(self, mode: str, progress: Progress | None) -> RunRecord:
+        steps, timings = [], []
+        if progress:
+            progress(0, len(self.batches))
+        for number, batch in enumerate(self.batches, start=1):
+            began = time.perf_counter()
+            applied = self.editor.apply(self.model, self.tok, [self.requests[i] for i in batch])
+            edited = time.perf_counter()
+            try:
+                steps.append(self._score(number, applied, batch, batch))
+            finally:
+                scored = time.perf_counter()
+                applied.undo()
+            timings.append(StepTiming(edited - began, scored - edited, time.perf_counter() - scored))
+            if progress:
+                progress(number, len(self.batches))
+        self._check_restored()
+        every_request = [result for step in steps for result in step.requests]
+        overall = aggregate(every_request, [step.aggregate.health for step in steps])
+        return self._record(mode, steps, overall, timings, final_undo_seconds=0.0)
+
+    def sequential(self, progress: Progress | None) -> RunRecord:
+        steps, timings, live = [], [], []
+        edited_so_far: list[int] = []
+        if progress:
+            progress(0, len(self.batches))
+        try:
+            for number, batch in enumerate(self.batches, start=1):
+                began = time.perf_counter()
+                live.append(self.editor.apply(self.model, self.tok, [self.requests[i] for i in batch]))
+                edited = time.perf_counter()
+                edited_so_far.extend(batch)
+                steps.append(self._score(number, live[-1], batch, edited_so_far))
+                timings.append(StepTiming(edited - began, time.perf_counter() - edited, 0.0))
+                if progress:
+                    progress(number, len(self.batches))
+        finally:
+            undo_began = time.perf_counter()
+            for applied in reversed(live):
+                applied.undo()
+            final_undo_seconds = time.perf_counter() - undo_began
+        self._check_restored()
+        return self._record("sequential", steps, steps[-1].aggregate, timings, final_undo_seconds)
+
+    def _score(self, number: int, applied: Any, applied_positions: Sequence[int],
+               scored_positions: Sequence[int]) -> StepResult:
+        scorer = getattr(applied, "scorer", None) or LMScorer(self.model, self.tok)
+        scored = [self.requests[i] for i in scored_positions]
+        results: list[RequestResult] = score_requests(
+            scorer, scored, [self.unedited[i] for i in scored_positions])
+        health = model_health(
+            scorer, applied, scored, self.settings.fluency_prompts,
+            self.settings.fluency_new_tokens,
+            (lambda s: heldout_perplexity(s, self.heldout)) if self.heldout else None,
+        )
+        return StepResult(
+            step=number,
+            applied_indices=tuple(self.requests[i].metadata.get("index") for i in applied_positions),
+            validation=_validation(scored),
+            requests=tuple(results),
+            aggregate=aggregate(results, [health]),
+        )
+
+    def _check_restored(self) -> None:
+        if model_fingerprint(self.model) != self.fingerprint:
+            raise EditorRestoreError(
+                f"Editor {self.editor.name!r} did not restore the model: its weights differ "
+                "after every edit was undone."
+            )
+
+    def _record(self, mode: str, steps: list[StepResult], overall: Aggregate,
+                timings: list[StepTiming], final_undo_seconds: float) -> RunRecord:
+        hparams = getattr(self.editor, "hparams", None)
+        return RunRecord(
+            format=RECORD_FORMAT,
+            mode=mode,
+            batch_size=self.batch_size,
+            editor=self.editor.name,
+            hparams=hparams.to_dict() if hasattr(hparams, "to_dict") else None,
+            model=ModelInfo(
+                fingerprint=self.fingerprint,
+                model_type=str(getattr(self.model.config, "model_type", "")),
+                parameters=sum(p.numel() for p in self.model.parameters()),
+            ),
+            seed=self.edits.seed,
+            dataset=self.edits.dataset,
+            record_indices=self.edits.record_indices,
+            settings=self.settings,
+            versions=package_versions(),
+            perplexity_before=self.perplexity_before,
+            steps=tuple(steps),
+            aggregate=overall,
+            timings=Timings(
+                steps=tuple(timings),
+                baseline_seconds=self.baseline_seconds,
+                final_undo_seconds=final_undo_seconds,
+                total_seconds=time.perf_counter() - self.started,
+            ),
+        )
+
+
+def _batches(count: int, batch_size: int) -> list[list[int]]:
+    """Positions in the edit set, cut into consecutive batches."""
+    if not 1 <= batch_size <= count:
+        raise HarnessError(
+            f"Batch size {batch_size} is out of range: it must be between 1 and the "
+            f"{count} edits in the set."
+        )
+    return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+
+
+def _validation(requests: Sequence[EditRequest]) -> Validation:
+    found = validate_batch(requests)
+    return Validation(
+        requests=len(requests),
+        locality_overlaps=found.locality_overlaps,
+        self_overlaps=found.self_overlaps,
+        contradictory_records=found.contradictory_records,
+        ceiling_efficacy=found.ceiling.efficacy,
+        ceiling_locality=dict(found.ceiling.locality),
+        ceiling_sentence=found.ceiling.sentence,
+    )

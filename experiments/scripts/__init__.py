@@ -1,0 +1,1 @@
+"""Runnable comparisons: `python -m experiments.scripts.<name> --help`."""

@@ -1,0 +1,75 @@
+"""Rich tables built from run records alone (callers decide where to print them).
+
+Scores are shown as percentages with one decimal, as the papers print them; "–" marks a score
+the data cannot give (e.g. no rephrasings).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Sequence
+
+from rich.table import Table
+
+from experiments.records import RunRecord
+
+# MedCF's locality groups carry the paper's sub-metric names; a single group is just "Loc".
+GROUP_LABELS = MappingProxyType({"td": "TD", "em": "EM", "ss": "SS", "ts": "TS", "default": "Loc"})
+
+
+def comparison_table(records: Sequence[RunRecord], title: str) -> Table:
+    """One row per run: Eff, Gen, locality per group, Flu, Avg and edit time."""
+    groups = list(dict.fromkeys(g for r in records for g in r.aggregate.locality))
+    table = Table(title=title)
+    table.add_column("Editor", no_wrap=True, min_width=max(len(r.editor) for r in records))
+    for column in ("Eff", "Gen", *(_group_label(g) for g in groups), "Flu", "Avg", "Edit s"):
+        table.add_column(column, justify="right")
+    for record in records:
+        result = record.aggregate
+        table.add_row(
+            record.editor,
+            _percent(result.efficacy_accuracy),
+            _percent(result.generality_accuracy),
+            *(_percent(result.locality.get(group)) for group in groups),
+            _number(result.health.fluency, 1),
+            _percent(result.average),
+            _number(record.timings.edit_seconds, 2),
+        )
+    return table
+
+
+def sequential_table(record: RunRecord, title: str) -> Table:
+    """One row per sequential step: scores of everything edited so far, and of the first batch
+    alone (how well the earliest edits survive later ones)."""
+    first_batch = set(record.steps[0].applied_indices)
+    table = Table(title=title)
+    for column in ("Step", "Edited", "Eff", "Eff score", "Gen", "Loc", "Eff batch 1", "PPL",
+                   "Edit s"):
+        table.add_column(column, justify="right")
+    for step, timing in zip(record.steps, record.timings.steps):
+        result = step.aggregate
+        earliest = [r.efficacy_accuracy for r in step.requests if r.record_index in first_batch]
+        table.add_row(
+            str(step.step),
+            str(result.requests),
+            _percent(result.efficacy_accuracy),
+            _percent(result.efficacy_score),
+            _percent(result.generality_accuracy),
+            _percent(result.locality_mean),
+            _percent(sum(earliest) / len(earliest) if earliest else None),
+            _number(result.health.perplexity_after, 2),
+            _number(timing.edit_seconds, 2),
+        )
+    return table
+
+
+def _group_label(group: str) -> str:
+    return GROUP_LABELS.get(group, group.upper())
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _number(value: float | None, decimals: int) -> str:
+    return "–" if value is None else f"{value:.{decimals}f}"

@@ -1,0 +1,169 @@
+"""The trainable blocks of RECIPE and MedREK (ALGORITHMS.md §8–9): projections, prompt encoders,
+and the knowledge sentinel (MedREK's "knowledge prototype").
+
+Shapes: `x` is a pooled encoder vector [N, 4h], `z` a representation [N, r], a prompt is
+[N, T, d_llm]. Nothing here knows about texts, tokenizers or the LLM; callers pass tensors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    """`x + ReLU(Linear(x))`: the residual block RECIPE stacks after each projection."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.relu(self.linear(x))
+
+
+class ProjectionMLP(nn.Module):
+    """`Linear(in -> r)` then a residual block: RECIPE's MLP_K / MLP_Q, MedREK's MLP_qk / MLP_v."""
+
+    def __init__(self, in_width: int, width: int):
+        super().__init__()
+        self.project = nn.Linear(in_width, width)
+        self.residual = ResidualBlock(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.residual(self.project(x))
+
+
+class MLPPromptEncoder(nn.Module):
+    """RECIPE's MLP_P: residual block on r, then `Linear(r -> T·d)` reshaped to T prompt tokens.
+
+    `copy_embeds` / `copy_mask` are accepted (and ignored) so both encoders share one call.
+    """
+
+    def __init__(self, width: int, length: int, llm_width: int, embedding_scale: float):
+        super().__init__()
+        self.length, self.llm_width = length, llm_width
+        self.residual = ResidualBlock(width)
+        self.output = nn.Linear(width, length * llm_width)
+        # Start the prompt at the scale of real token embeddings: a prompt orders of magnitude
+        # larger or smaller than what the LLM was trained on gives it nothing useful to learn from.
+        _scale_init(self.output, embedding_scale / math.sqrt(width))
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        copy_embeds: torch.Tensor | None = None,
+        copy_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        del copy_embeds, copy_mask
+        return self.output(self.residual(z)).view(-1, self.length, self.llm_width)
+
+
+class AttentionPromptEncoder(nn.Module):
+    """MedREK's attention prompt encoder with something to attend over.
+
+    T queries come from `z` (paper: Q = reshape(W_q z)) plus a learned per-position vector.
+    They attend, with multi-head attention, over a set of key/value tokens:
+      - `slots` knowledge slots projected from `z` (`reshape(W_s z)`, m tokens), and
+      - up to `copy_tokens` copy slots: the LLM's own input embeddings of the target tokens,
+        keyed with a learned position vector each so a query can pick "target token j".
+    The published code attends over one key/value vector, where every attention weight is 1
+    and all T outputs coincide (ALGORITHMS.md §9); with m > 1 or copy slots they can differ.
+    Copy slots let a prompt carry a name the encoder has never seen: the values pass token
+    embeddings through, so the prompt need not reconstruct a rare drug name from a pooled vector.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        length: int,
+        llm_width: int,
+        embedding_scale: float,
+        *,
+        slots: int,
+        copy_tokens: int,
+        heads: int,
+    ):
+        super().__init__()
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}.")
+        if llm_width % heads:
+            raise ValueError(f"heads ({heads}) must divide the LLM width ({llm_width}).")
+        self.length, self.llm_width = length, llm_width
+        self.slots, self.copy_tokens, self.heads = slots, copy_tokens, heads
+        self.query_from_z = nn.Linear(width, length * llm_width)
+        self.query_position = nn.Parameter(torch.randn(length, llm_width) * embedding_scale)
+        self.slots_from_z = nn.Linear(width, slots * llm_width)
+        self.copy_position = nn.Parameter(torch.randn(max(copy_tokens, 1), llm_width) * embedding_scale)
+        self.key = nn.Linear(llm_width, llm_width)
+        self.value = nn.Linear(llm_width, llm_width)
+        self.output = nn.Linear(llm_width, llm_width)
+        for projection in (self.query_from_z, self.slots_from_z):
+            _scale_init(projection, embedding_scale / math.sqrt(width))
+        # Value and output start as the identity, so attending to a copy slot reproduces that
+        # token's embedding exactly: the untrained prompt already "says" the target.
+        for projection in (self.value, self.output):
+            nn.init.eye_(projection.weight)
+            nn.init.zeros_(projection.bias)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        copy_embeds: torch.Tensor | None = None,
+        copy_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        batch = z.shape[0]
+        queries = self.query_from_z(z).view(batch, self.length, -1) + self.query_position
+        keys = values = self.slots_from_z(z).view(batch, self.slots, -1)
+        keys_position = torch.zeros_like(keys)
+        available = torch.ones(batch, self.slots, dtype=torch.bool, device=z.device)
+        if self.copy_tokens and copy_embeds is not None and copy_embeds.shape[1]:
+            count = min(copy_embeds.shape[1], self.copy_tokens)
+            copies = copy_embeds[:, :count].to(z.dtype)
+            values = torch.cat([values, copies], dim=1)
+            keys_position = torch.cat(
+                [keys_position, self.copy_position[:count].expand(batch, -1, -1)], dim=1
+            )
+            available = torch.cat([available, copy_mask[:, :count].to(torch.bool)], dim=1)
+            keys = values
+        attended = self._attend(queries, self.key(keys) + keys_position, self.value(values), available)
+        return self.output(attended)
+
+    def _attend(self, queries, keys, values, available) -> torch.Tensor:
+        batch, length, width = queries.shape
+        head_width = width // self.heads
+
+        def split(tensor):  # [B, S, d] -> [B, heads, S, d / heads]
+            return tensor.view(batch, tensor.shape[1], self.heads, head_width).transpose(1, 2)
+
+        scores = split(queries) @ split(keys).transpose(-1, -2) / math.sqrt(head_width)
+        scores = scores.masked_fill(~available[:, None, None, :], float("-inf"))
+        mixed = scores.softmax(-1) @ split(values)
+        return mixed.transpose(1, 2).reshape(batch, length, width)
+
+
+class KnowledgeSentinel(nn.Module):
+    """RECIPE's Knowledge Sentinel Θ: c trainable encoder input embeddings.
+
+    Pooled through the knowledge encoder like a text, then projected like a key; a query
+    retrieves an entry only if it is more similar to it than to the sentinel.
+    """
+
+    def __init__(self, tokens: int, encoder_width: int, init: torch.Tensor | None = None):
+        super().__init__()
+        if init is None:
+            init = torch.randn(tokens, encoder_width) * 0.02
+        if tuple(init.shape) != (tokens, encoder_width):
+            raise ValueError(f"sentinel init has shape {tuple(init.shape)}, expected {(tokens, encoder_width)}.")
+        self.embeddings = nn.Parameter(init.detach().clone().float())
+
+    def pooled(self, encoder) -> torch.Tensor:
+        """The sentinel's pooled encoder vector [1, 4h] (differentiable in the embeddings)."""
+        return encoder.encode_embeddings(self.embeddings.unsqueeze(0))
+
+
+def _scale_init(linear: nn.Linear, std: float) -> None:
+    nn.init.normal_(linear.weight, std=std)
+    nn.init.zeros_(linear.bias)
