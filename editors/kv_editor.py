@@ -72,7 +72,10 @@ class KeyValueEditor:
         cache_root: Path | None = None,
     ):
         self.hparams = hparams
-        self.covariance = covariance or CorpusCovariance(token_budget=hparams.mom2_tokens, cache_root=cache_root)
+        if covariance is None:
+            statistics_root = None if cache_root is None else Path(cache_root) / "covariance"
+            covariance = CorpusCovariance(token_budget=hparams.mom2_tokens, cache_root=statistics_root)
+        self.covariance = covariance
         self.progress = progress
         self.cache_root = cache_root
         self._moments_of: tuple[object, dict] | None = None

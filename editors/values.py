@@ -193,6 +193,15 @@ def optimise_values(
     adapter = adapter_for(model)
     runner = forward_copy(model, options.dtype)
     modules = [runner.get_submodule(name) for name in site_modules]
+    # Only the requests of `groups` take part (MEMIT-Merge optimises subsets separately), so
+    # they are re-indexed 0… in group order; errors still name the caller's indices.
+    original_groups = [list(members) for members in groups]
+    included = [r for members in groups for r in members]
+    sites = [sites[r] for r in included]
+    essence = [essence[r] for r in included]
+    targets = [targets[r] for r in included]
+    local = {r: i for i, r in enumerate(included)}
+    groups = [[local[r] for r in members] for members in original_groups]
     plan = _plan(sites, essence, targets, groups, use_kl=options.kl_factor > 0)
     full_state = capture_upper_state(runner, adapter, plan.batch, layer)
 
@@ -275,7 +284,7 @@ def optimise_values(
         updates=updates,
         seconds=time.perf_counter() - started,
     )
-    _check_finite(result, groups)
+    _check_finite(result, original_groups)
     return result
 
 

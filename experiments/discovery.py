@@ -1,10 +1,10 @@
 """Find the editors this checkout can build, so comparison scripts run whatever exists.
 
 Editors register themselves in `editors.registry` (locate-then-edit) and `retrieval.registry`
-or the `retrieval` package (retrieval editors). A registry exposes either `EDITORS`, a mapping
-from name to factory, or `make_editor(name, ...)` (with the names in `EDITOR_NAMES`, else the
-names this module expects). A factory is called with whichever of `model`, `tok`,
-`tokenizer` and `model_type` it declares. Nothing here imports an editor by name, so the
+or the `retrieval` package (retrieval editors). A registry exposes `make_editor(name, ...)`
+(for the names of its `EDITORS` mapping, else of `EDITOR_NAMES`, else those expected here),
+or only `EDITORS`, a mapping from name to factory. A factory is called with whichever of
+`model`, `tok`, `tokenizer` and `model_type` it declares. Nothing here imports an editor by name, so the
 harness works before, while and after the editors are written; what cannot be built is
 listed with the reason.
 """
@@ -93,17 +93,19 @@ def _factories() -> tuple[dict[str, Factory], dict[str, str]]:
 
 
 def _registry_entries(module_name: str, expected: tuple[str, ...]) -> dict[str, Factory]:
+    """Factories of one registry module; `make_editor` wins over `EDITORS`, whose values may
+    be classes that need hyper-parameters rather than a model."""
     if importlib.util.find_spec(module_name) is None:
         return {}
     module = importlib.import_module(module_name)
-    if isinstance(getattr(module, "EDITORS", None), Mapping):
-        return dict(module.EDITORS)
+    editors = getattr(module, "EDITORS", None)
     make_editor = getattr(module, "make_editor", None)
-    if make_editor is None:
-        return {}
-    names = tuple(getattr(module, "EDITOR_NAMES", expected))
-    # inspect.signature of a partial drops the bound name, so _call sees what else it declares.
-    return {name: functools.partial(make_editor, name) for name in names}
+    if make_editor is not None:
+        names = tuple(editors) if isinstance(editors, Mapping) else tuple(
+            getattr(module, "EDITOR_NAMES", expected))
+        # inspect.signature of a partial drops the bound name, so _call sees what else it declares.
+        return {name: functools.partial(make_editor, name) for name in names}
+    return dict(editors) if isinstance(editors, Mapping) else {}
 
 
 def _call(factory: Factory, model: Any, tok: Any) -> Editor:

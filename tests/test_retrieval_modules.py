@@ -1,0 +1,102 @@
+"""Prompt encoders, projections and network configurations of RECIPE / MedREK."""
+
+import pytest
+import torch
+
+from retrieval.modules import AttentionPromptEncoder, MLPPromptEncoder, ProjectionMLP
+from retrieval.network import NetworkConfig, RetrievalNetwork
+
+WIDTH, LENGTH, LLM_WIDTH = 16, 4, 24
+
+
+def encoder(slots, copy_tokens, llm_width=LLM_WIDTH, heads=4):
+    torch.manual_seed(0)
+    return AttentionPromptEncoder(
+        WIDTH, LENGTH, llm_width, 0.1, slots=slots, copy_tokens=copy_tokens, heads=heads
+    )
+
+
+def distinct_rows(prompt):
+    """How many of the T prompt tokens differ from the first one."""
+    return sum(not torch.allclose(prompt[0], row, atol=1e-6) for row in prompt[1:])
+
+
+def test_single_key_value_attention_is_degenerate_as_published():
+    # One key/value vector: every attention weight is 1, so all T prompt tokens coincide.
+    prompt = encoder(slots=1, copy_tokens=0)(torch.randn(2, WIDTH))
+    assert prompt.shape == (2, LENGTH, LLM_WIDTH)
+    assert distinct_rows(prompt[0]) == 0
+
+
+def test_several_slots_give_distinct_prompt_tokens():
+    prompt = encoder(slots=4, copy_tokens=0)(torch.randn(2, WIDTH))
+    assert distinct_rows(prompt[0]) == LENGTH - 1
+
+
+def test_untrained_copy_slots_reproduce_the_statement_tail_in_reading_order():
+    # At a realistic head width (SmolLM2: 576 / 8 = 72) the position match is sharp.
+    copies = torch.randn(2, 6, 144) * 0.1  # slot j = j-th token from the end
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    prompt = encoder(slots=2, copy_tokens=6, llm_width=144, heads=2)(torch.randn(2, WIDTH), copies, mask)
+    expected = copies[:, :LENGTH].flip(1)  # the last T tokens, first to last
+    cosine = torch.nn.functional.cosine_similarity(prompt, expected, dim=-1)
+    assert cosine.min() > 0.99
+
+
+def test_masked_copy_slots_are_never_attended():
+    copies = torch.randn(1, 6, LLM_WIDTH)
+    mask = torch.tensor([[True, True, False, False, False, False]])
+    module = encoder(slots=2, copy_tokens=6)
+    z = torch.randn(1, WIDTH)
+    changed = copies.clone()
+    changed[:, 2:] = 100.0
+    assert torch.equal(module(z, copies, mask), module(z, changed, mask))
+
+
+def test_mlp_prompt_encoder_and_projection_shapes():
+    z = ProjectionMLP(12, WIDTH)(torch.randn(3, 12))
+    assert z.shape == (3, WIDTH)
+    assert MLPPromptEncoder(WIDTH, LENGTH, LLM_WIDTH, 0.1)(z).shape == (3, LENGTH, LLM_WIDTH)
+
+
+def config(**overrides):
+    fields = dict(
+        name="medrek", key_source="question", shared_query_key=True, prompt_source="value",
+        prompt_encoder="attention", encoder_hidden=4, llm_width=LLM_WIDTH, embedding_scale=0.1,
+        width=WIDTH, prompt_length=LENGTH, copy_tokens=3, heads=4,
+    )
+    return NetworkConfig(**{**fields, **overrides})
+
+
+def test_shared_query_key_mlp_puts_identical_texts_on_identical_vectors():
+    network = RetrievalNetwork(config())
+    features = torch.randn(5, 16)
+    assert torch.allclose(network.keys(features), network.queries(features))
+    assert torch.allclose(network.keys(features).norm(dim=-1), torch.ones(5))
+
+
+def test_separate_query_mlp_differs():
+    network = RetrievalNetwork(config(shared_query_key=False))
+    features = torch.randn(5, 16)
+    assert not torch.allclose(network.keys(features), network.queries(features))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"prompt_source": "key"}, "keys built from the statement"),
+        ({"prompt_source": "key", "key_source": "statement"}, "key MLP of its own"),
+        ({"prompt_encoder": "lstm"}, "prompt_encoder must be"),
+        ({"width": 0}, "width must be at least 1"),
+    ],
+)
+def test_inconsistent_configurations_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config(**overrides)
+
+
+def test_config_json_round_trip():
+    original = config()
+    assert NetworkConfig.from_json(original.to_json()) == original
+    with pytest.raises(ValueError, match="unknown network settings"):
+        NetworkConfig.from_json({**original.to_json(), "surprise": 1})

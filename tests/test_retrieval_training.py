@@ -1,0 +1,134 @@
+"""Retrieval training on tiny random models: losses fall, resuming is exact, features cache."""
+
+import dataclasses
+
+import pytest
+import torch
+from test_retrieval_support import build_tokenizer, requests, tiny_encoder, tiny_llm
+
+from retrieval.checkpoint import CheckpointError, load_network
+from retrieval.features import FeatureTable
+from retrieval.medrek import new_medrek
+from retrieval.recipe import new_recipe
+from retrieval.training import BEST_FILE, STATE_FILE, Trainer, TrainingConfig
+from retrieval.training_data import TrainingData, without_confounded_probes
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def llm(tok):
+    return tiny_llm(tok)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return tiny_encoder()
+
+
+@pytest.fixture(scope="module")
+def data():
+    edits = tuple(requests())
+    return TrainingData(train={"tiny": edits}, validation={"tiny": edits[:3]})
+
+
+@pytest.fixture(scope="module")
+def features(encoder, data):
+    return FeatureTable.build(encoder, data.texts())
+
+
+def trainer(make, encoder, llm, tok, data, features, run_dir, **overrides):
+    settings = dict(steps=4, learning_rate=1e-2, edit_batch_size=6, retrieval_batch_size=6,
+                    validate_every=3, checkpoint_every=2, llm_bf16=False)
+    config = TrainingConfig(**{**settings, **overrides})
+    extra = {"heads": 4} if make is new_medrek else {}
+    network = make(encoder, llm, width=32, **extra)
+    identity = dataclasses.replace(encoder.identity(), fingerprint="tiny-llm", width=llm.config.hidden_size)
+    return Trainer(network, encoder, llm, tok, data.train, data.validation, features, config, run_dir, identity)
+
+
+@pytest.mark.parametrize("make", [new_recipe, new_medrek])
+def test_a_few_steps_lower_the_loss(make, encoder, llm, tok, data, features, tmp_path):
+    # One fixed batch (the whole tiny set), so the loss can only move because of training.
+    run = trainer(make, encoder, llm, tok, data, features, tmp_path, steps=12)
+    first = run.train_step()
+    for _ in range(10):
+        last = run.train_step()
+    for name in ("loss", "reliability", "neighbour_nce"):
+        assert last[name] < first[name], name
+    assert set(first) >= {"reliability", "generality", "locality_kl", "neighbour_nce", "sentinel_nce"}
+
+
+def test_resuming_continues_from_the_saved_step_with_identical_state(encoder, llm, tok, data, features, tmp_path):
+    straight = trainer(new_medrek, encoder, llm, tok, data, features, tmp_path / "straight")
+    straight.run()
+
+    interrupted = trainer(new_medrek, encoder, llm, tok, data, features, tmp_path / "resumed", steps=2)
+    interrupted.run()
+    resumed = trainer(new_medrek, encoder, llm, tok, data, features, tmp_path / "resumed")
+    assert resumed.step == 2
+    assert torch.equal(resumed.generator.get_state(), interrupted.generator.get_state())
+    resumed.run()
+
+    assert resumed.step == straight.step == 4
+    for name, value in straight.network.state_dict().items():
+        assert torch.equal(resumed.network.state_dict()[name], value), name
+    for index, slots in straight.optimizer.state_dict()["state"].items():
+        for slot, value in slots.items():
+            assert torch.equal(resumed.optimizer.state_dict()["state"][index][slot], value)
+    assert resumed.history["loss"] == straight.history["loss"]
+    # The interrupted run also validated at its own last step (2); the rest must agree.
+    def scores(run):
+        return {v["step"]: v["score"] for v in run.history["validation"]}
+    assert scores(straight) == {step: score for step, score in scores(resumed).items() if step != 2}
+    assert torch.equal(resumed.generator.get_state(), straight.generator.get_state())
+
+
+def test_resuming_with_other_settings_is_refused(encoder, llm, tok, data, features, tmp_path):
+    trainer(new_recipe, encoder, llm, tok, data, features, tmp_path, steps=2).run()
+    with pytest.raises(CheckpointError, match="only `steps` may change"):
+        trainer(new_recipe, encoder, llm, tok, data, features, tmp_path, learning_rate=0.5)
+
+
+def test_validation_keeps_the_best_network(encoder, llm, tok, data, features, tmp_path):
+    run = trainer(new_recipe, encoder, llm, tok, data, features, tmp_path, steps=3)
+    best = run.run()
+    assert best["step"] == 3 and (tmp_path / BEST_FILE).is_file() and (tmp_path / STATE_FILE).is_file()
+    evaluation = run.history["validation"][0]["tiny"]
+    assert set(evaluation) >= {"efficacy", "generality", "locality", "retrieval", "ceiling"}
+    loaded = load_network(tmp_path / BEST_FILE, expect_llm=None)
+    assert loaded.network.config == run.network.config
+
+
+def test_retriever_only_training_leaves_the_prompt_encoder_alone(encoder, llm, tok, data, features, tmp_path):
+    run = trainer(new_medrek, encoder, llm, tok, data, features, tmp_path, train_prompts=False)
+    before = {name: value.clone() for name, value in run.network.state_dict().items()}
+    run.run()
+    after = run.network.state_dict()
+    assert torch.equal(after["prompt_encoder.query_position"], before["prompt_encoder.query_position"])
+    assert not torch.equal(after["key_mlp.project.weight"], before["key_mlp.project.weight"])
+    assert "retrieval" in run.history["validation"][0]["tiny"]
+
+
+def test_feature_table_is_cached_and_reread(encoder, data, tmp_path):
+    built = FeatureTable.build(encoder, data.texts(), cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("features-*.safetensors"))) == 1
+    again = FeatureTable.build(encoder, data.texts(), cache_dir=tmp_path)
+    assert torch.equal(built.features, again.features)
+    text = requests()[0].prompt
+    assert torch.allclose(built([text]), encoder.encode([text]).half().float())
+    with pytest.raises(KeyError, match="No encoder features"):
+        built(["never encoded"])
+
+
+def test_confounded_locality_probes_are_dropped():
+    edits = requests()
+    probe_owner = dataclasses.replace(
+        edits[1], locality={"default": (dataclasses.replace(edits[1].locality["default"][0], prompt=edits[0].prompt),)}
+    )
+    cleaned = without_confounded_probes([edits[0], probe_owner])
+    assert cleaned[1].locality == {}
+    assert cleaned[0].locality == edits[0].locality
