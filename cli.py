@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from experiments.commands.compare import compare_command
 from experiments.commands.covariance import covariance_command
+from experiments.commands.report import report_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,7 +15,8 @@ def main() -> None:
     """Compare locate-then-edit and retrieval knowledge editors on identical edits."""
 
 
-main.add_command(covariance_command)
+for command in (compare_command, covariance_command, report_command):
+    main.add_command(command)
 
 if __name__ == "__main__":
     main()

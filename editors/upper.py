@@ -178,15 +178,11 @@ def _prefix_cache(state: UpperState):
 
     if state.batch.prefix_width == 0:
         return None
-    first_k, first_v = state.prefix_kv[0]
+    first_k, _ = state.prefix_kv[0]
     # Blocks below `start` never run, but the model reads the cache length (for masks and
-    # positions) from the first layer, so they hold zero-cost expanded placeholders of the
-    # right shape.
-    placeholder = (
-        first_k.new_zeros(()).expand(first_k.shape),
-        first_v.new_zeros(()).expand(first_v.shape),
-    )
-    return DynamicCache(ddp_cache_data=[placeholder] * state.start + list(state.prefix_kv))
+    # positions) from the first layer, so they hold placeholders of that length and no data.
+    placeholder = first_k.new_zeros(1, 1, state.batch.prefix_width, 1)
+    return DynamicCache(ddp_cache_data=[(placeholder, placeholder)] * state.start + list(state.prefix_kv))
 
 
 def run_upper(model: nn.Module, adapter: ArchAdapter, state: UpperState) -> torch.Tensor:

@@ -92,7 +92,8 @@ class ValueResult:
 class _Plan:
     """Every sequence of the batch, and where its loss terms are read, as flat index tensors."""
 
-    batch: SplitBatch
+    prefixes: list[list[int]]
+    suffixes: list[list[int]]
     row_group: torch.Tensor  # [N]
     bare_rows: torch.Tensor  # [R] each request's bare rewriting prompt
     token_row: torch.Tensor  # [T] rows/columns whose logits predict a target token
@@ -142,7 +143,8 @@ def _plan(
     bare = torch.tensor([row for _, row in sorted(bare_rows)], dtype=torch.long)
     as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
     return _Plan(
-        batch=SplitBatch.build(prefixes, suffixes, pad_id=0),
+        prefixes=prefixes,
+        suffixes=suffixes,
         row_group=as_long(row_group),
         bare_rows=bare,
         token_row=as_long([t[0] for t in tokens]),
@@ -203,11 +205,10 @@ def optimise_values(
     local = {r: i for i, r in enumerate(included)}
     groups = [[local[r] for r in members] for members in original_groups]
     plan = _plan(sites, essence, targets, groups, use_kl=options.kl_factor > 0)
-    full_state = capture_upper_state(runner, adapter, plan.batch, layer)
+    rows = _Buckets(runner, adapter, layer, plan.prefixes, plan.suffixes)
 
     n_groups, n_requests = len(groups), len(sites)
-    width = full_state.block_inputs.shape[-1]
-    deltas = [torch.zeros(n_groups, width, requires_grad=True) for _ in site_modules]
+    deltas = [torch.zeros(n_groups, rows.width, requires_grad=True) for _ in site_modules]
     optimiser = torch.optim.Adam(deltas, lr=options.lr)
     decay_weights = options.decay_weights or (1.0,) * len(site_modules)
     initial: list[torch.Tensor] = []
@@ -216,20 +217,28 @@ def optimise_values(
     loss_seen = torch.full((n_groups,), float("nan"))
     nll_seen = torch.full((n_groups,), float("nan"))
     updates = torch.zeros(n_groups, dtype=torch.long)
-    state, view = full_state, _ActiveView.of(plan, active)
+    view = _ActiveView.of(plan, active)
 
     for step in range(options.steps):
         first = step == 0
-        rows_vectors = [d[plan.row_group[view.rows]] for d in deltas]
-        zero_cols = torch.zeros(len(view.rows), dtype=torch.long)
-        with _site_hooks(modules, rows_vectors, zero_cols, record=first) as recorded:
-            hidden = run_upper(runner, adapter, state)
+        recorded: list[dict[str, torch.Tensor]] = []
+
+        def add_vectors(bucket_rows: torch.Tensor):
+            vectors = [d[plan.row_group[bucket_rows]] for d in deltas]
+            return _site_hooks(modules, vectors, torch.zeros(len(bucket_rows), dtype=torch.long), first, recorded)
+
+        hidden = rows.run(add_vectors)  # [Σ rows × suffix length, d], see _Buckets
         if first:
             # h_0 per request at its bare prompt, then averaged over each group's members.
-            per_request = [recorded[str(i)][plan.bare_rows, 0].float() for i in range(len(modules))]
+            bare = rows.flat_index(plan.bare_rows, torch.zeros_like(plan.bare_rows))
+            per_request = [
+                torch.cat([r[str(i)].reshape(-1, rows.width) for r in recorded])[bare].float()
+                for i in range(len(modules))
+            ]
             initial = [_group_mean(h, plan.request_group, n_groups) for h in per_request]
 
-        token_nll, hits = _token_terms(runner, hidden, view)
+        token_hidden = hidden[rows.flat_index(view.token_row, view.token_col)]
+        token_nll, hits = _token_terms(runner, token_hidden, view.token_id)
         request_nll = torch.zeros(n_requests).index_add(0, view.token_request, token_nll * view.token_weight)
         weight = torch.ones(n_requests)
         if options.argmax_nll_weight < 1:
@@ -237,7 +246,8 @@ def optimise_values(
             weight = torch.where(misses == 0, options.argmax_nll_weight, 1.0)
         request_kl = torch.zeros(n_requests)
         if len(view.kl_row):
-            logprobs = lm_logits(runner, hidden[view.kl_row, 0]).log_softmax(-1)
+            kl_hidden = hidden[rows.flat_index(view.kl_row, torch.zeros_like(view.kl_row))]
+            logprobs = lm_logits(runner, kl_hidden).log_softmax(-1)
             if first:
                 base_logprobs = logprobs.detach()
             reference = base_logprobs[view.kl_index]
@@ -273,7 +283,7 @@ def optimise_values(
         updates[active] += 1
         if not torch.equal(view.groups_active, active):
             view = _ActiveView.of(plan, active)
-            state = full_state.select(view.rows)
+            rows.select(active[plan.row_group])
 
     result = ValueResult(
         sites=tuple(site_modules),
@@ -290,10 +300,9 @@ def optimise_values(
 
 @dataclass(frozen=True)
 class _ActiveView:
-    """The plan restricted to the rows of active groups, re-indexed to the selected rows."""
+    """The loss terms of the rows of active groups (row ids stay global)."""
 
     groups_active: torch.Tensor
-    rows: torch.Tensor
     token_row: torch.Tensor
     token_col: torch.Tensor
     token_id: torch.Tensor
@@ -306,43 +315,88 @@ class _ActiveView:
     @classmethod
     def of(cls, plan: _Plan, groups_active: torch.Tensor) -> "_ActiveView":
         row_active = groups_active[plan.row_group]
-        rows = row_active.nonzero().squeeze(1)
-        new_index = torch.full((len(row_active),), -1, dtype=torch.long)
-        new_index[rows] = torch.arange(len(rows))
         keep = row_active[plan.token_row]
         keep_kl = row_active[plan.kl_row] if len(plan.kl_row) else torch.zeros(0, dtype=torch.bool)
         return cls(
             groups_active=groups_active.clone(),
-            rows=rows,
-            token_row=new_index[plan.token_row[keep]],
+            token_row=plan.token_row[keep],
             token_col=plan.token_col[keep],
             token_id=plan.token_id[keep],
             token_weight=plan.token_weight[keep],
             token_request=plan.token_request[keep],
-            kl_row=new_index[plan.kl_row[keep_kl]],
+            kl_row=plan.kl_row[keep_kl],
             kl_request=plan.kl_request[keep_kl],
             kl_index=keep_kl.nonzero().squeeze(1),
         )
 
 
-def _token_terms(model, hidden: torch.Tensor, view: _ActiveView) -> tuple[torch.Tensor, torch.Tensor]:
+class _Buckets:
+    """All rows, run in buckets of equal suffix length so the recomputed part has no padding.
+
+    `run` returns the final hidden states of every active row, flattened to one
+    [Σ rows × suffix length, d] table; `flat_index(rows, cols)` says where (row, col) sits in it.
+    """
+
+    def __init__(self, runner, adapter, layer: int, prefixes, suffixes):
+        self.runner, self.adapter = runner, adapter
+        by_length: dict[int, list[int]] = {}
+        for row, suffix in enumerate(suffixes):
+            by_length.setdefault(len(suffix), []).append(row)
+        self.full = []
+        for length in sorted(by_length):
+            members = by_length[length]
+            batch = SplitBatch.build([prefixes[r] for r in members], [suffixes[r] for r in members], pad_id=0)
+            self.full.append((torch.tensor(members), capture_upper_state(runner, adapter, batch, layer)))
+        self.width = self.full[0][1].block_inputs.shape[-1]
+        self.select(torch.ones(len(suffixes), dtype=torch.bool))
+
+    def select(self, row_active: torch.Tensor) -> None:
+        """Keep only the active rows (their cached states are sliced once, not every step)."""
+        self.current = []
+        self.offset = torch.full((len(row_active),), -1, dtype=torch.long)
+        start = 0
+        for members, state in self.full:
+            keep = row_active[members]
+            if not keep.any():
+                continue
+            kept = members[keep]
+            if not keep.all():
+                state = state.select(keep.nonzero().squeeze(1))
+            self.current.append((kept, state))
+            length = state.batch.suffix_width
+            self.offset[kept] = start + torch.arange(len(kept)) * length
+            start += len(kept) * length
+
+    def run(self, hooks_for: Callable[[torch.Tensor], contextlib.AbstractContextManager]) -> torch.Tensor:
+        outputs = []
+        for kept, state in self.current:
+            with hooks_for(kept):
+                outputs.append(run_upper(self.runner, self.adapter, state).reshape(-1, self.width))
+        return torch.cat(outputs)
+
+    def flat_index(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return self.offset[rows] + cols
+
+
+def _token_terms(model, hidden: torch.Tensor, wanted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per target token: NLL and whether the model's argmax already is the target."""
-    logits = lm_logits(model, hidden[view.token_row, view.token_col])
-    nll = F.cross_entropy(logits, view.token_id, reduction="none")
-    return nll, logits.detach().argmax(-1) == view.token_id
+    logits = lm_logits(model, hidden)
+    nll = F.cross_entropy(logits, wanted, reduction="none")
+    return nll, logits.detach().argmax(-1) == wanted
 
 
 @contextlib.contextmanager
-def _site_hooks(modules, vectors, cols: torch.Tensor, record: bool) -> Iterator[dict[str, torch.Tensor]]:
-    """Add each site's per-row vector at suffix column `cols`; when `record`, yield the sites'
-    outputs as they were before the addition (keyed "0", "1", … in site order)."""
+def _site_hooks(modules, vectors, cols: torch.Tensor, record: bool, recorded: list) -> Iterator[None]:
+    """Add each site's per-row vector at suffix column `cols`; when `record`, append the sites'
+    outputs as they were before the addition to `recorded` (a dict keyed "0", "1", … by site)."""
     rows = torch.arange(len(cols))
     with contextlib.ExitStack() as stack:
-        # Registered first, so it sees each output before the addition below changes it.
-        recorded = stack.enter_context(capture({str(i): m for i, m in enumerate(modules)})) if record else {}
+        if record:
+            # Registered first, so it sees each output before the addition below changes it.
+            recorded.append(stack.enter_context(capture({str(i): m for i, m in enumerate(modules)})))
         for module, vector in zip(modules, vectors):
             stack.enter_context(add_at_positions(module, vector, rows, cols))
-        yield recorded
+        yield
 
 
 def _group_mean(per_request: torch.Tensor, request_group: torch.Tensor, n_groups: int) -> torch.Tensor:

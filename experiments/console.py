@@ -30,7 +30,9 @@ def fail(message: str) -> NoReturn:
 
 
 def console(quiet: bool = False) -> Console:
-    return Console(stderr=False, quiet=quiet, highlight=False)
+    # Piped or logged output would otherwise be cut at 80 columns, which truncates table cells.
+    width = None if sys.stdout.isatty() else 160
+    return Console(stderr=False, quiet=quiet, highlight=False, width=width)
 
 
 @contextlib.contextmanager

@@ -43,6 +43,9 @@ class KnowledgeStore:
         self.network = network.eval()
         self.encoder = encoder.eval()
         self.memory = memory
+        # The request behind each entry added through this store (entries loaded from a file
+        # are known only by their metadata).
+        self.requests: dict[int, EditRequest] = {}
         with torch.no_grad():
             self.sentinel_key = network.sentinel_key(encoder)  # [1, r], fixed once trained
 
@@ -59,7 +62,14 @@ class KnowledgeStore:
             {"prompt": request.prompt, "target_new": request.target_new, "subject": request.subject}
             for request in requests
         ]
-        return self.memory.add(keys, prompts, metadata)
+        ids = self.memory.add(keys, prompts, metadata)
+        self.requests.update(zip(ids, requests))
+        return ids
+
+    def remove(self, ids: Sequence[int]) -> None:
+        self.memory.remove(ids)
+        for entry in ids:
+            self.requests.pop(entry, None)
 
     def retrieve(self, texts: Sequence[str]) -> RetrievalOutcome:
         """What each query text retrieves (see RetrievalOutcome)."""
@@ -148,10 +158,16 @@ class RetrievalApplied:
     def retrieve(self, texts: Sequence[str]) -> RetrievalOutcome:
         return self.store.retrieve(texts)
 
+    def retrieval_outcomes(self, texts: Sequence[str]) -> list[EditRequest | None]:
+        """Per query, the request whose entry it retrieved (None: nothing, or an entry loaded
+        from a file); the harness's hook for retrieval diagnostics across sequential edits."""
+        return [None if entry is None else self.store.requests.get(entry)
+                for entry in self.retrieve(texts).retrieved]
+
     def undo(self) -> None:
         """Remove this edit's entries (a second call does nothing)."""
         if not self._undone:
-            self.store.memory.remove(self.ids)
+            self.store.remove(self.ids)
             self._undone = True
 
 
@@ -209,7 +225,7 @@ class RetrievalEditor:
 
     def load_memory(self, path: str | os.PathLike, model) -> None:
         """Replace this editor's memory by one saved with `memory.save` for this model."""
-        identity = self._check_model(model)
+        identity = self.check_model(model)
         memory = EditMemory.load(
             path, expect_llm=identity, expect_key_width=self.network.config.width,
             expect_encoder=self.encoder.identity(),
@@ -217,7 +233,7 @@ class RetrievalEditor:
         self.memory, self._store = memory, KnowledgeStore(self.network, self.encoder, memory)
 
     def _store_for(self, model) -> KnowledgeStore:
-        identity = self._check_model(model)
+        identity = self.check_model(model)
         if self.memory is None:
             config = self.network.config
             self.memory = EditMemory(
@@ -233,7 +249,8 @@ class RetrievalEditor:
             self._store = KnowledgeStore(self.network, self.encoder, self.memory)
         return self._store
 
-    def _check_model(self, model) -> ModelIdentity:
+    def check_model(self, model) -> ModelIdentity:
+        """This model's identity; CheckpointError if the network was trained for another LLM."""
         width = model.get_input_embeddings().embedding_dim
         if width != self.network.config.llm_width:
             raise CheckpointError(

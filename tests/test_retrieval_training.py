@@ -57,7 +57,7 @@ def test_a_few_steps_lower_the_loss(make, encoder, llm, tok, data, features, tmp
     first = run.train_step()
     for _ in range(10):
         last = run.train_step()
-    for name in ("loss", "reliability", "neighbour_nce"):
+    for name in ("loss", "reliability", "generality"):
         assert last[name] < first[name], name
     assert set(first) >= {"reliability", "generality", "locality_kl", "neighbour_nce", "sentinel_nce"}
 

@@ -1,0 +1,66 @@
+"""Pieces every CLI command shares: common options, error mapping, report writing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import click
+from rich.console import Console
+
+from experiments.console import fail
+from experiments.records import RunRecord
+from experiments.report import Report, render_all, write_report
+
+DEFAULT_REPORTS_DIR = "reports"
+
+
+def model_option(function):
+    return click.option("--model", "model_name", default="default", show_default=True,
+                        help="'default' (embedded SmolLM2-135M), an HF model id, or a local folder.")(function)
+
+
+def seed_option(function):
+    return click.option("--seed", type=int, default=0, show_default=True,
+                        help="Seed of the edit draw (and of everything seeded downstream).")(function)
+
+
+def output_options(function):
+    function = click.option("--reports-dir", type=click.Path(file_okay=False), default=DEFAULT_REPORTS_DIR,
+                            show_default=True, help="Where the run's report folder is written.")(function)
+    function = click.option("--json", "as_json", is_flag=True,
+                            help="Print the report's JSON on stdout (the report is still written).")(function)
+    return click.option("--quiet", is_flag=True, help="No progress bars or tables.")(function)
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """Turn the one-sentence errors of the library (ValueError / LookupError) into exit 2."""
+    try:
+        yield
+    except (ValueError, LookupError) as error:
+        fail(str(error).strip() or type(error).__name__)
+
+
+def parse_csv_ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        fail(f"{option} must be comma-separated integers, not {text!r}.")
+    if not values or min(values) <= 0:
+        fail(f"{option} needs positive integers, not {text!r}.")
+    return values
+
+
+def publish(command: str, arguments: dict[str, Any], runs: Sequence[RunRecord], out: Console,
+            reports_dir: str, as_json: bool, analyses: dict[str, Any] | None = None) -> Path:
+    """Write report.json, render the Markdown/CSV/HTML beside it, and say where."""
+    report = Report(command=command, arguments=arguments, runs=tuple(runs), analyses=analyses or {})
+    run_dir = write_report(report, Path(reports_dir))
+    render_all(run_dir)
+    if as_json:
+        click.echo(json.dumps(json.loads(report.to_json()), indent=2, sort_keys=True))
+    out.print(f"Report: {run_dir}/report.md (also report.html, results.csv, report.json)")
+    return run_dir

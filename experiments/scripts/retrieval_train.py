@@ -1,0 +1,173 @@
+"""Train (or resume training) a RECIPE or MedREK network for an LLM, and export the checkpoint.
+
+    python -m experiments.scripts.retrieval_train --editor medrek --steps 3000 [--run-dir DIR]
+    python -m experiments.scripts.retrieval_train --editor medrek --steps 3000 --export retrieval/checkpoints/medrek
+
+Training data: CounterFact, MedCF++ and MedVersa *train* splits, 150 records of each held out
+for validation. Run the same command again (with the same or a larger --steps) to continue
+from the last saved state in the run folder. `--export` writes the best-on-validation network
+(bf16), the loss curve and the validation history into a checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from experiments.console import console, fail, progress_bar
+from lm.files import cache_root
+from lm.loading import load, model_fingerprint
+from retrieval.checkpoint import NETWORK_FILE, CheckpointError, load_network, read_checked, save_network
+from retrieval.encoder import KnowledgeEncoder
+from retrieval.features import FeatureTable
+from retrieval.memory import ModelIdentity
+from retrieval.medrek import new_medrek
+from retrieval.recipe import new_recipe
+from retrieval.training import BEST_FILE, STATE_FILE, STATE_FORMAT, Trainer, TrainingConfig, loss_curve
+from retrieval.training_data import load_training_data
+
+BUILDERS = {"recipe": new_recipe, "medrek": new_medrek}
+
+
+@click.command()
+@click.option("--editor", type=click.Choice(sorted(BUILDERS)), required=True)
+@click.option("--steps", type=int, required=True, help="Total steps of the training (not of this run).")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of the resumable state [default: $EDITSCOPE_CACHE/retrieval-runs/<name>].")
+@click.option("--name", default=None, help="Name of the run (and the network) [default: the editor].")
+@click.option("--model", default="default", show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--edit-batch", type=int, default=8, show_default=True)
+@click.option("--retrieval-batch", type=int, default=64, show_default=True)
+@click.option("--locality-weight", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--validate-every", type=int, default=250, show_default=True)
+@click.option("--validation-size", type=int, default=100, show_default=True,
+              help="Held-out edits per benchmark scored at each validation.")
+@click.option("--width", type=int, default=None, help="Representation width r.")
+@click.option("--prompt-length", type=int, default=None, help="Continuous prompt tokens T.")
+@click.option("--prompt-encoder", type=click.Choice(["mlp", "attention"]), default=None)
+@click.option("--separate-query-mlp", is_flag=True, help="Ablation: no shared query-key MLP.")
+@click.option("--init-from", type=click.Path(path_type=Path, exists=True), default=None,
+              help="Start from this checkpoint's weights where names and shapes match.")
+@click.option("--only", type=click.Choice(["prompts", "retriever"]), default=None,
+              help="Train only the prompt path or only the retriever.")
+@click.option("--limit", type=int, default=None, help="Records per benchmark (smoke runs).")
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
+              help="After training, write the best network and its training log here.")
+def main(editor, steps, run_dir, name, model, lr, edit_batch, retrieval_batch, locality_weight, seed,
+         validate_every, validation_size, width, prompt_length, prompt_encoder, separate_query_mlp,
+         init_from, only, limit, export_dir):
+    out = console()
+    name = name or editor
+    run_dir = run_dir or cache_root() / "retrieval-runs" / name
+    try:
+        llm, tok = load(model)
+        encoder = KnowledgeEncoder.load("default", device=llm.device)
+        overrides = {key: value for key, value in {
+            "name": name, "width": width, "prompt_length": prompt_length, "prompt_encoder": prompt_encoder,
+        }.items() if value is not None}
+        if separate_query_mlp:
+            overrides["shared_query_key"] = False
+        network = BUILDERS[editor](encoder, llm, **overrides)
+        if init_from is not None and not (run_dir / STATE_FILE).is_file():
+            copied = _warm_start(network, init_from)
+            out.print(f"Warm start from {init_from}: {len(copied)} tensors copied.")
+        config = TrainingConfig(
+            steps=steps, learning_rate=lr, edit_batch_size=edit_batch, retrieval_batch_size=retrieval_batch,
+            seed=seed, locality_weight=locality_weight, validate_every=validate_every,
+            train_prompts=only != "retriever", train_retriever=only != "prompts",
+        )
+        data = load_training_data(seed=seed, limit=limit)
+        with progress_bar(out, "Encoding training texts", "texts") as update:
+            features = FeatureTable.build(encoder, data.texts(), cache_root() / "retrieval-features", update)
+        identity = ModelIdentity(model_fingerprint(llm), llm.get_input_embeddings().embedding_dim)
+        trainer = Trainer(network, encoder, llm, tok, data.train, data.validation_batches(validation_size),
+                          features, config, run_dir, identity)
+    except (CheckpointError, ValueError, OSError) as error:
+        fail(str(error))
+    if trainer.step:
+        out.print(f"Resuming {run_dir} at step {trainer.step} of {steps}.")
+    with progress_bar(out, f"Training {name}", "steps") as update:
+        def report(event):
+            update(event.step, event.steps)
+            if event.step % 25 == 0:
+                losses = " ".join(f"{key} {value:.3f}" for key, value in event.losses.items())
+                out.print(f"step {event.step}: {losses}")
+            if event.validation is not None:
+                out.print(_validation_line(event.validation))
+        best = trainer.run(report)
+    out.print(f"Done: {trainer.step} steps in {trainer.seconds / 60:.1f} min; best {best}.")
+    if export_dir is not None:
+        export(run_dir, export_dir)
+        out.print(f"Exported the best network to {export_dir}.")
+
+
+def _validation_line(validation: dict) -> str:
+    parts = [f"validation at step {validation['step']}: score {validation['score']:.3f}"]
+    for bench, result in validation.items():
+        if isinstance(result, dict) and "retrieval" in result:
+            rates = result["retrieval"]
+            scores = (f" eff {result['efficacy']:.2f} gen {result['generality']:.2f} "
+                      f"loc {result['locality_mean']:.2f}" if "efficacy" in result else "")
+            parts.append(f"{bench}:{scores} correct {rates['correct']:.2f} unwanted {rates['unwanted']:.2f}")
+    return " | ".join(parts)
+
+
+def _warm_start(network, checkpoint: Path) -> list[str]:
+    """Copy every tensor of `checkpoint` whose name and shape match into `network`."""
+    source = load_network(checkpoint, expect_llm=None).network.state_dict()
+    target = network.state_dict()
+    copied = [key for key, value in source.items() if key in target and target[key].shape == value.shape]
+    network.load_state_dict({**target, **{key: source[key] for key in copied}})
+    return copied
+
+
+def export(run_dir: Path, target: Path) -> None:
+    """Best network in bf16 + training log (loss curve, validation history) + loss plot."""
+    import torch
+
+    checkpoint = load_network(run_dir / BEST_FILE, expect_llm=None)
+    save_network(target / NETWORK_FILE, checkpoint.network, llm=checkpoint.llm,
+                 encoder=checkpoint.encoder, storage_dtype=torch.bfloat16)
+    header, _ = read_checked(run_dir / STATE_FILE, STATE_FORMAT, "Training state")
+    curve = loss_curve(header["history"], every=50)
+    log = {
+        "steps": header["step"],
+        "training_seconds": header["seconds"],
+        "training": header["training"],
+        "network": header["network"],
+        "best": header["best"],
+        "loss_curve_every_50_steps": curve,
+        "validation": header["history"]["validation"],
+    }
+    (target / "training-log.json").write_text(json.dumps(log, indent=1) + "\n")
+    _plot(curve, header["history"]["validation"], target / "loss.png")
+
+
+def _plot(curve: list[dict], validation: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (losses, scores) = plt.subplots(1, 2, figsize=(9, 3.2))
+    steps = [row["step"] for row in curve]
+    for key in ("reliability", "generality", "locality_kl", "neighbour_nce", "sentinel_nce"):
+        if key in curve[0]:
+            losses.plot(steps, [row[key] for row in curve], label=key)
+    losses.set_xlabel("step")
+    losses.set_title("training losses (mean per 50 steps)")
+    losses.legend(fontsize=7)
+    scores.plot([v["step"] for v in validation], [v["score"] for v in validation], marker="o")
+    scores.set_xlabel("step")
+    scores.set_title("validation score")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()

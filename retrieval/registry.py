@@ -1,0 +1,34 @@
+"""The retrieval editors by the names the CLI and the comparison harness use.
+
+`make_editor(name, model)` loads the shipped checkpoint for `name` and checks that it was
+trained for `model` before any edit is attempted, so a mismatch is one sentence up front.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+from retrieval.editor import RetrievalEditor
+from retrieval.medrek import medrek_editor
+from retrieval.recipe import recipe_editor
+
+EDITORS: Mapping[str, Callable[..., RetrievalEditor]] = MappingProxyType({
+    "recipe": recipe_editor,
+    "medrek": medrek_editor,
+})
+
+
+class UnknownRetrievalEditor(ValueError):
+    """The name is not one of `EDITORS`."""
+
+
+def make_editor(name: str, model=None) -> RetrievalEditor:
+    """The shipped `name` editor; with `model`, refuse now if the checkpoint is for another LLM."""
+    key = name.strip().lower()
+    if key not in EDITORS:
+        raise UnknownRetrievalEditor(f"Unknown retrieval editor {name!r}; choose one of {', '.join(EDITORS)}.")
+    editor = EDITORS[key]()
+    if model is not None:
+        editor.check_model(model)
+    return editor
