@@ -9,15 +9,16 @@ the prefixed variants sharing the other 1/2 (the reference weighting).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 
 from editors.protocol import EditRequest, EditRequestError
+from editors.upper import SplitBatch, block_input_state, run_upper
 from lm.adapters import adapter_for
 from lm.hooks import on_inputs, on_outputs, stop_after
-from lm.positions import right_padded
 
 READ_BATCH = 64  # sequences per forward when reading; bounds memory, not results
 
@@ -167,3 +168,57 @@ def request_keys(
     }
     return keys, outputs
 
+
+
+class LayerwiseKeys:
+    """Keys of one batch read layer after layer while the layers below are being edited.
+
+    MEMIT's spread reads K_l (and the current output at l*) from the partially edited model,
+    then edits layer l, then reads the next layer. The hidden state entering the block of the
+    last layer read cannot change when that layer or later ones are edited, so each read starts
+    from it (cached) instead of from the embeddings. Read layers in ascending order and edit
+    only layers at or above the last one read.
+    """
+
+    def __init__(self, model, sites: Sequence[Sequence[KeySite]], output_module: str, output_layer: int):
+        self.model = model
+        self.adapter = adapter_for(model)
+        self.contexts = len(sites[0])
+        flat = [site for request_sites_ in sites for site in request_sites_]
+        batch = SplitBatch.build([[] for _ in flat], [site.ids for site in flat], pad_id=0)
+        self.state = block_input_state(model, self.adapter, batch, 0)
+        self.positions = torch.tensor([site.position for site in flat])
+        self.bare = torch.arange(0, len(flat), self.contexts)
+        self.output_module, self.output_layer = output_module, output_layer
+
+    def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(context-averaged keys [B, d_ff] at `layer`, output of the output module [B, d] at
+        each request's bare-prompt key token)."""
+        if layer < self.state.start:
+            raise ValueError(f"Layers must be read in ascending order ({layer} after {self.state.start}).")
+        device = self.state.block_inputs.device
+        rows = torch.arange(len(self.positions), device=device)
+        cols = self.positions.to(device)
+        seen: dict[str, torch.Tensor] = {}
+
+        def keep(name: str, tensor: torch.Tensor) -> None:
+            seen[name] = tensor.detach()
+
+        watched = {"key": self.model.get_submodule(self.adapter.mlp_out_name(layer))}
+        if layer > self.state.start:  # block `start` itself is fed from the cache
+            watched["block"] = self.model.get_submodule(self.adapter.block_name(layer))
+        stop = self.model.get_submodule(self.adapter.block_name(layer))
+        with torch.no_grad(), on_inputs(watched, keep), stop_after(stop):
+            run_upper(self.model, self.adapter, self.state)
+        keys = average_over_contexts(seen["key"][rows, cols].float(), self.contexts)
+
+        bare_state = self.state.select(self.bare.to(device))
+        output = self.model.get_submodule(self.output_module)
+        stop = self.model.get_submodule(self.adapter.block_name(self.output_layer))
+        with torch.no_grad(), on_outputs({"out": output}, keep), stop_after(stop):
+            run_upper(self.model, self.adapter, bare_state)
+        current = seen["out"][torch.arange(len(self.bare), device=device), cols[self.bare]].float()
+
+        if "block" in seen:
+            self.state = dataclasses.replace(self.state, start=layer, block_inputs=seen["block"])
+        return keys, current

@@ -43,7 +43,6 @@ def prepare_batch(model, tok, requests: Sequence[EditRequest], hparams: ValueOpt
                   cache_root: Path | None = None) -> EditBatch:
     """Check the requests and locate everything the editors read; raises naming the request."""
     validate_requests(requests)
-    adapter_for(model)
     hparams.check_fits(adapter_for(model).num_layers(model))
     targets = target_ids(tok, requests)
     prefixes = context_prefixes(

@@ -14,9 +14,10 @@ from typing import Callable, Sequence
 import torch
 
 from editors.applied import trial_deltas
-from editors.keys import KeySite, request_keys
+from editors.keys import KeySite, LayerwiseKeys
 from editors.protocol import EditError
 from editors.solve import SpreadRule, delta_for_weight, spread_residual
+from editors.values import group_mean
 from lm.adapters import adapter_for
 
 # (layer, residuals R [d, G], keys K [d_ff, G]) -> ΔW [d, d_ff] float64
@@ -29,11 +30,6 @@ class SpreadResult:
     deltas: dict[str, torch.Tensor]  # parameter name -> ΔW in the weight's orientation and dtype
     keys: dict[int, torch.Tensor]  # layer -> [G, d_ff] keys the update was solved for
     residual_norms: dict[int, float]  # layer -> mean ‖z − h‖ over groups before that layer
-
-
-def group_mean(per_request: torch.Tensor, groups: Sequence[Sequence[int]]) -> torch.Tensor:
-    """[R, w] -> [G, w]: the mean over each group's requests (one key/value column per group)."""
-    return torch.stack([per_request[list(members)].mean(dim=0) for members in groups])
 
 
 def spread_over_layers(
@@ -56,13 +52,14 @@ def spread_over_layers(
     deltas: dict[str, torch.Tensor] = {}
     used_keys: dict[int, torch.Tensor] = {}
     residual_norms: dict[int, float] = {}
+    reader = LayerwiseKeys(model, sites, output_module, layers[-1])
     with trial_deltas(model) as add:
         for i, layer in enumerate(layers):
-            keys, outputs = request_keys(model, sites, [layer], {"current": output_module}, stop_layer=layers[-1])
-            _refuse_non_finite(keys[layer], layer, "key")
-            _refuse_non_finite(outputs["current"], layer, "current output")
-            K = group_mean(keys[layer], groups)
-            gap = targets - group_mean(outputs["current"], groups)
+            keys, current = reader.read(layer)
+            _refuse_non_finite(keys, layer, "key")
+            _refuse_non_finite(current, layer, "current output")
+            K = group_mean(keys, groups)
+            gap = targets - group_mean(current, groups)
             residual_norms[layer] = float(gap.norm(dim=1).mean())
             residuals = spread_residual(gap.T, len(layers) - i, rule)
             delta = solve(layer, residuals, K.T)

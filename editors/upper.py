@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from lm.adapters import ArchAdapter
+from lm.hooks import StopForward
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,42 @@ def capture_upper_state(model: nn.Module, adapter: ArchAdapter, batch: SplitBatc
     )
     inputs = seen["input"][:, width_p:]
     return UpperState(batch, start, inputs.contiguous(), kv, bool(seen["tuple"]))
+
+
+def block_input_state(model: nn.Module, adapter: ArchAdapter, batch: SplitBatch, layer: int) -> UpperState:
+    """The hidden state entering block `layer` for a batch without prefix (forward stops there)."""
+    if batch.prefix_width:
+        raise ValueError("block_input_state caches whole sequences; build the batch without a prefix.")
+    device = next(model.parameters()).device
+    batch = batch.to(device)
+    block = model.get_submodule(adapter.block_name(layer))
+    seen: dict[str, object] = {}
+
+    def keep_input(_module, args, kwargs):
+        seen["input"] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+    def keep_kind_and_stop(_module, _args, output):
+        seen["tuple"] = isinstance(output, tuple)
+        raise StopForward
+
+    handles = [
+        block.register_forward_pre_hook(keep_input, with_kwargs=True),
+        block.register_forward_hook(keep_kind_and_stop),
+    ]
+    try:
+        with torch.no_grad():
+            base_model(model)(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                use_cache=False,
+            )
+    except StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return UpperState(batch, layer, seen["input"], (), bool(seen["tuple"]))
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -81,7 +81,6 @@ class ValueResult:
     nll: torch.Tensor  # [G] mean member NLL at that point
     updates: torch.Tensor  # [G] Adam steps the group took
     seconds: float
-    extra: dict = field(default_factory=dict)
 
     def targets(self, site: str) -> torch.Tensor:
         """z = h_0 + δ at `site`, [G, d]."""
@@ -235,7 +234,7 @@ def optimise_values(
                 torch.cat([r[str(i)].reshape(-1, rows.width) for r in recorded])[bare].float()
                 for i in range(len(modules))
             ]
-            initial = [_group_mean(h, plan.request_group, n_groups) for h in per_request]
+            initial = [group_mean(h, groups) for h in per_request]
 
         token_hidden = hidden[rows.flat_index(view.token_row, view.token_col)]
         token_nll, hits = _token_terms(runner, token_hidden, view.token_id)
@@ -399,10 +398,9 @@ def _site_hooks(modules, vectors, cols: torch.Tensor, record: bool, recorded: li
         yield
 
 
-def _group_mean(per_request: torch.Tensor, request_group: torch.Tensor, n_groups: int) -> torch.Tensor:
-    sums = torch.zeros(n_groups, per_request.shape[1]).index_add(0, request_group, per_request)
-    counts = torch.zeros(n_groups).index_add(0, request_group, torch.ones(len(request_group)))
-    return sums / counts[:, None]
+def group_mean(per_request: torch.Tensor, groups: Sequence[Sequence[int]]) -> torch.Tensor:
+    """[R, w] -> [G, w]: the mean over each group's requests (one key/value column per group)."""
+    return torch.stack([per_request[list(members)].mean(dim=0) for members in groups])
 
 
 def _check_finite(result: ValueResult, groups: Sequence[Sequence[int]]) -> None:

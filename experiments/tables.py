@@ -7,8 +7,9 @@ the data cannot give (e.g. no rephrasings).
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Sequence
+from typing import Iterable, Sequence
 
+from rich import box
 from rich.table import Table
 
 from experiments.records import RunRecord
@@ -19,9 +20,9 @@ GROUP_LABELS = MappingProxyType({"td": "TD", "em": "EM", "ss": "SS", "ts": "TS",
 
 def comparison_table(records: Sequence[RunRecord], title: str) -> Table:
     """One row per run: Eff, Gen, locality per group, Flu, Avg and edit time."""
-    groups = list(dict.fromkeys(g for r in records for g in r.aggregate.locality))
-    table = Table(title=title)
-    table.add_column("Editor", no_wrap=True, min_width=max(len(r.editor) for r in records))
+    groups = _ordered_groups(g for r in records for g in r.aggregate.locality)
+    table = _table(title)
+    table.add_column("Editor", no_wrap=True)
     for column in ("Eff", "Gen", *(_group_label(g) for g in groups), "Flu", "Avg", "Edit s"):
         table.add_column(column, justify="right")
     for record in records:
@@ -42,7 +43,7 @@ def sequential_table(record: RunRecord, title: str) -> Table:
     """One row per sequential step: scores of everything edited so far, and of the first batch
     alone (how well the earliest edits survive later ones)."""
     first_batch = set(record.steps[0].applied_indices)
-    table = Table(title=title)
+    table = _table(title)
     for column in ("Step", "Edited", "Eff", "Eff score", "Gen", "Loc", "Eff batch 1", "PPL",
                    "Edit s"):
         table.add_column(column, justify="right")
@@ -61,6 +62,19 @@ def sequential_table(record: RunRecord, title: str) -> Table:
             _number(timing.edit_seconds, 2),
         )
     return table
+
+
+def _table(title: str) -> Table:
+    # Light borders and collapsed padding keep ten numeric columns legible in 80 columns.
+    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+
+
+def _ordered_groups(groups: Iterable[str]) -> list[str]:
+    """Known groups in the paper's order (TD, EM, SS, TS), others after them as first seen;
+    records read back from JSON hold their groups in sorted order."""
+    known = list(GROUP_LABELS)
+    unique = list(dict.fromkeys(groups))
+    return sorted(unique, key=lambda g: known.index(g) if g in known else len(known) + unique.index(g))
 
 
 def _group_label(group: str) -> str:

@@ -54,6 +54,12 @@ class BatchEvaluation:
         }
 
 
+def distinct_key_share(requests: Sequence[EditRequest], key_text) -> float:
+    """Best reachable correct-retrieval rate when edits with the same key text (`key_text(r)`)
+    share one key: per group of identical keys, one edit at most can be told apart."""
+    return len({key_text(request) for request in requests}) / len(requests)
+
+
 def locality_probes(requests: Sequence[EditRequest]) -> dict[str, list[tuple[str, str]]]:
     """(prompt, ground truth) of every locality probe of the batch, per group."""
     groups: dict[str, list[tuple[str, str]]] = {}

@@ -176,6 +176,14 @@ class RetrievalNetwork(nn.Module):
             copies = statement_token_embeddings(llm, tok, statements, self.config.copy_tokens)
         return self.prompts(value_features, *copies)
 
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(retriever parameters, prompt-path parameters). A key MLP that also feeds the prompt
+        (RECIPE) counts as retriever: both losses train it."""
+        prompt_modules = [self.prompt_encoder] + ([self.value_mlp] if self.value_mlp is not None else [])
+        prompt = [p for module in prompt_modules for p in module.parameters()]
+        chosen = {id(p) for p in prompt}
+        return [p for p in self.parameters() if id(p) not in chosen], prompt
+
     @property
     def logit_scale(self) -> torch.Tensor:
         """InfoNCE inverse temperature, learned and capped at MAX_LOGIT_SCALE."""

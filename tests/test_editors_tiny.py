@@ -18,7 +18,7 @@ from data.corpus import corpus_text
 from editors.akd import batch_akd, batch_keys
 from editors.applied import WeightEdit, trial_deltas
 from editors.covariances import CorpusCovariance, GivenCovariance
-from editors.keys import request_sites
+from editors.keys import LayerwiseKeys, request_keys, request_sites
 from editors.merge import key_distance_groups
 from editors.protocol import EditError, EditRequest, EditRequestError
 from editors.registry import EDITORS, UnknownEditor, make_editor
@@ -126,6 +126,22 @@ def test_upper_run_matches_the_full_forward(tiny):
             with torch.no_grad():
                 alone = base_model(tiny)(input_ids=torch.tensor([prefix + suffix])).last_hidden_state
             torch.testing.assert_close(upper[row, : len(suffix)], alone[0, len(prefix) :], atol=1e-5, rtol=1e-4)
+
+
+def test_layerwise_keys_match_a_fresh_read_of_the_partially_edited_model(tiny, tok):
+    adapter = adapter_for(tiny)
+    sites = request_sites(tok, REQUESTS, "subject_last", ("Once upon a time. ",))
+    output = adapter.block_name(3)
+    reader = LayerwiseKeys(tiny, sites, output, 3)
+    generator = torch.Generator().manual_seed(0)
+    with trial_deltas(tiny) as add:
+        for layer in (1, 2, 3):
+            keys, current = reader.read(layer)
+            fresh_keys, fresh = request_keys(tiny, sites, [layer], {"out": output}, stop_layer=3)
+            torch.testing.assert_close(keys, fresh_keys[layer], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(current, fresh["out"], atol=1e-5, rtol=1e-4)
+            weight = adapter.mlp_out_weight(tiny, layer)
+            add(f"{adapter.mlp_out_name(layer)}.weight", torch.randn(weight.shape, generator=generator) * 0.5)
 
 
 def test_sequential_edits_undo_in_reverse_order(tiny, tok, cache):

@@ -103,3 +103,15 @@ def test_medcfpp_table_runs_the_unedited_baseline_and_lists_the_rest(monkeypatch
     assert "MedCF++ test, 3 edits in one batch" in result.output
     assert "unedited" in result.output and "100.0" in result.output  # locality of no edit
     assert "Not run (unavailable): memit (no registry provides it yet)." in result.output
+
+
+def test_medcfpp_table_runs_a_chosen_subset_and_refuses_unknown_names(monkeypatch, registries,
+                                                                       tiny_llama, tmp_cache):
+    monkeypatch.setattr(medcfpp_table, "load", lambda name: tiny_llama)
+    result = CliRunner().invoke(medcfpp_table.main, ["--edits", "2", "--quiet", "--editors", "ft_l"])
+    assert result.exit_code == 0, result.output
+    assert "unedited" in result.output and "memit" not in result.output
+    assert "Not run (unavailable): ft_l (no registry provides it yet)." in result.output
+    result = CliRunner().invoke(medcfpp_table.main, ["--edits", "2", "--editors", "rome"])
+    assert result.exit_code == 2
+    assert "Unknown editor rome in --editors" in result.output

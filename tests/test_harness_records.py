@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from rich.console import Console
 
 import experiments.baseline
 from experiments.edit_sets import draw_edits
 from experiments.harness import run_batch, run_sequential
 from experiments.identity import IdentityEditor
 from experiments.records import RunRecord, Settings, read_record, write_record
+from experiments.tables import comparison_table, sequential_table
 
 SMALL = Settings(fluency_prompts=2, fluency_new_tokens=3, perplexity_tokens=40)
 
@@ -83,3 +85,23 @@ def test_a_corrupt_baseline_file_is_recomputed(tiny_llama, tmp_path, edits):
         path.write_text("{ not json")
     second = run_batch(IdentityEditor(), model, tok, edits, settings=SMALL, baseline_dir=tmp_path)
     assert first.to_json(include_timings=False) == second.to_json(include_timings=False)
+
+
+def test_tables_render_from_records_alone(tiny_llama, tmp_path, edits):
+    model, tok = tiny_llama
+    record = run_sequential(IdentityEditor(), model, tok, edits, batch_size=2, settings=SMALL,
+                            baseline_dir=tmp_path)
+    reread = read_record_via_json(record)  # groups come back in sorted order from JSON
+    screen = Console(width=120, record=True)
+    screen.print(comparison_table([reread], "comparison"))
+    screen.print(sequential_table(reread, "sequential"))
+    text = screen.export_text()
+    header = next(line for line in text.splitlines() if "Editor" in line)
+    assert header.split() == ["Editor", "Eff", "Gen", "TD", "EM", "SS", "TS", "Flu", "Avg", "Edit", "s"]
+    steps = [line.split() for line in text.splitlines() if line.split()[:2] in (["1", "2"], ["2", "4"])]
+    assert [row[:2] for row in steps] == [["1", "2"], ["2", "4"]]  # step, requests edited so far
+    assert all(row[5] == "100.0" for row in steps)  # locality of the unedited model
+
+
+def read_record_via_json(record):
+    return RunRecord.from_dict(json.loads(record.to_json()))

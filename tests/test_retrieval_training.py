@@ -41,7 +41,7 @@ def features(encoder, data):
 
 
 def trainer(make, encoder, llm, tok, data, features, run_dir, **overrides):
-    settings = dict(steps=4, learning_rate=1e-2, edit_batch_size=6, retrieval_batch_size=6,
+    settings = dict(steps=4, learning_rate=1e-2, prompt_learning_rate=1e-2, edit_batch_size=6, retrieval_batch_size=6,
                     validate_every=3, checkpoint_every=2, llm_bf16=False)
     config = TrainingConfig(**{**settings, **overrides})
     extra = {"heads": 4} if make is new_medrek else {}

@@ -38,7 +38,8 @@ BUILDERS = {"recipe": new_recipe, "medrek": new_medrek}
               help="Folder of the resumable state [default: $EDITSCOPE_CACHE/retrieval-runs/<name>].")
 @click.option("--name", default=None, help="Name of the run (and the network) [default: the editor].")
 @click.option("--model", default="default", show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Retriever learning rate.")
+@click.option("--prompt-lr", type=float, default=1e-4, show_default=True, help="Prompt-path learning rate.")
 @click.option("--edit-batch", type=int, default=8, show_default=True)
 @click.option("--retrieval-batch", type=int, default=64, show_default=True)
 @click.option("--locality-weight", type=float, default=1.0, show_default=True)
@@ -57,7 +58,7 @@ BUILDERS = {"recipe": new_recipe, "medrek": new_medrek}
 @click.option("--limit", type=int, default=None, help="Records per benchmark (smoke runs).")
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
               help="After training, write the best network and its training log here.")
-def main(editor, steps, run_dir, name, model, lr, edit_batch, retrieval_batch, locality_weight, seed,
+def main(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, locality_weight, seed,
          validate_every, validation_size, width, prompt_length, prompt_encoder, separate_query_mlp,
          init_from, only, limit, export_dir):
     out = console()
@@ -76,7 +77,7 @@ def main(editor, steps, run_dir, name, model, lr, edit_batch, retrieval_batch, l
             copied = _warm_start(network, init_from)
             out.print(f"Warm start from {init_from}: {len(copied)} tensors copied.")
         config = TrainingConfig(
-            steps=steps, learning_rate=lr, edit_batch_size=edit_batch, retrieval_batch_size=retrieval_batch,
+            steps=steps, learning_rate=lr, prompt_learning_rate=prompt_lr, edit_batch_size=edit_batch, retrieval_batch_size=retrieval_batch,
             seed=seed, locality_weight=locality_weight, validate_every=validate_every,
             train_prompts=only != "retriever", train_retriever=only != "prompts",
         )

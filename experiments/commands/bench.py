@@ -1,0 +1,93 @@
+"""`editscope bench medical`: MedREK-style result tables (Eff, Gen, TD/EM/SS/TS locality, Avg)
+for every editor on the medical benchmarks, in batch mode at each batch size.
+
+Every benchmark's edits are drawn once (seeded) and edited by every editor at every batch
+size; the jobs run through `sweep`, so the command scales out under torchrun.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from covariance.distributed import current_rank
+from data.benchmarks import BENCHMARKS
+from experiments.commands.common import model_option, output_options, publish, seed_option, usage_errors
+from experiments.commands.compare import requested_editors
+from experiments.commands.sweep import (
+    batch_size_jobs, batch_sizes_of, editors_option, line_up, run_jobs, scoring_options, sweep_edits,
+)
+from experiments.console import console, fail
+from experiments.records import Settings
+from experiments.tables import comparison_table
+from lm.loading import load
+
+MEDICAL_BENCHMARKS = ("medcf", "medcfpp", "medversa")
+
+
+@click.group("bench")
+def bench_command() -> None:
+    """Full benchmark tables in the papers' shape."""
+
+
+@bench_command.command("medical")
+@click.option("--benchmark", "benchmark_text", default="all", show_default=True,
+              help="medcf, medcfpp, medversa, all (the three), a comma-separated list of them, or a "
+                   "path to a JSON file in one of their formats.")
+@click.option("--batch", "batch_text", default="1,10,50,100", show_default=True,
+              help="Batch sizes; every size edits the same drawn edits of a benchmark.")
+@click.option("--edits", type=click.IntRange(min=1), default=None,
+              help="Edits drawn per benchmark (test split) and edited at every batch size "
+                   "(default: the largest batch size).")
+@editors_option()
+@scoring_options
+@model_option
+@seed_option
+@output_options
+def medical_command(benchmark_text, batch_text, edits, editor_list, fluency_prompts, fluency_tokens,
+                    perplexity_tokens, model_name, seed, quiet, as_json, reports_dir):
+    """Every editor on MedCF, MedCF++ and MedVersa (or those named) at every batch size: one
+    table per benchmark and batch size, one report."""
+    sizes = batch_sizes_of(batch_text, "--batch")
+    benchmarks = medical_benchmarks(benchmark_text)
+    names = requested_editors(editor_list)
+    rank = current_rank()
+    out = console(quiet or as_json or not rank.is_main)
+    with usage_errors():
+        settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
+                            perplexity_tokens=perplexity_tokens)
+        edit_sets = [sweep_edits(benchmark, sizes, edits, seed, None, "--batch") for benchmark in benchmarks]
+        model, tok = load(model_name)
+        lineup = line_up(names, model, tok, out)
+        jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
+        records = run_jobs(jobs, lineup, model, tok, settings, rank, out)
+    if records is None:
+        return
+    for edit_set in edit_sets:
+        where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or edit_set.dataset.file})"
+        for size in sizes:
+            mine = [record for job, record in zip(jobs, records) if job.edits is edit_set and job.batch_size == size]
+            out.print(comparison_table(mine, f"{where}: {len(edit_set.requests)} edits, batch {size}, seed {seed}"))
+    arguments = dict(benchmark=benchmark_text, batch=list(sizes), edits=edits, editors=editor_list,
+                     model=model_name, seed=seed, fluency_prompts=fluency_prompts,
+                     fluency_tokens=fluency_tokens, perplexity_tokens=perplexity_tokens)
+    publish("bench medical", arguments, records, out, reports_dir, as_json)
+
+
+def medical_benchmarks(text: str) -> tuple[str, ...]:
+    """The benchmarks named by --benchmark, in the order given; exits 2 on a name that is
+    neither a medical benchmark nor a JSON file path."""
+    parts = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if parts == ("all",):
+        return MEDICAL_BENCHMARKS
+    for part in parts:
+        looks_like_file = Path(part).exists() or Path(part).suffix in (".json", ".gz")
+        if part in BENCHMARKS and part not in MEDICAL_BENCHMARKS:
+            fail(f"bench medical runs {', '.join(MEDICAL_BENCHMARKS)}; run {part} with `stress batch-sweep "
+                 f"--benchmark {part}`.")
+        if part not in MEDICAL_BENCHMARKS and not looks_like_file:
+            fail(f"Unknown benchmark {part!r}; choose {', '.join(MEDICAL_BENCHMARKS)}, all, or give a .json file.")
+    if not parts:
+        fail("--benchmark names no benchmark.")
+    return parts

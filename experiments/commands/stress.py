@@ -1,0 +1,221 @@
+"""`editscope stress`: editors under pressure. Same-subject batches (MEMIT-Merge Fig. 1 and
+Table 1), growing batches (MedREK Tables 2–3), lifelong sequential editing.
+
+Each subcommand checks its arguments and builds its edit sets before loading the model, runs
+its (editor, edit set) jobs through `sweep` (so it scales out under torchrun) and publishes
+one report.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import click
+from rich.table import Table
+
+from covariance.distributed import current_rank
+from data.batches import BatchError, SubjectSetPair, natural_group_batch, same_and_distinct_subject_sets
+from data.benchmarks import load_benchmark
+from data.relations import RelationIndex, infer_relations
+from editors.protocol import EditRequest
+from editors.hparams import load_hparams
+from experiments.commands.common import (
+    model_option, output_options, publish, seed_option, usage_errors,
+)
+from experiments.commands.compare import BENCHMARK_HELP, requested_editors
+from experiments.commands.sweep import (
+    Job, batch_size_jobs, batch_sizes_of, editors_option, job_akd_entries, line_up, run_jobs,
+    scoring_options, sweep_edits,
+)
+from experiments.console import console, fail
+from experiments.edit_sets import EditSet, draw_edits, edit_set_of
+from experiments.records import RunRecord, Settings
+from experiments.report import DISTINCT_SUBJECT, SAME_SUBJECT
+from experiments.report.formatting import fixed, percent
+from experiments.tables import comparison_table, sequential_table
+from lm.loading import load
+
+NATURAL_GROUPS = "natural-groups"
+SPLIT_HELP = "Split of a shipped benchmark (default: its test split)."
+
+
+@click.group("stress")
+def stress_command() -> None:
+    """Stress tests: same-subject batches, growing batches, lifelong sequential editing."""
+
+
+@stress_command.command("same-subject")
+@click.option("--batch-sizes", default="1,2,5,10,20", show_default=True,
+              help="Sizes of the paired same-/distinct-subject batches; at most the number of "
+                   "CounterFact relations (24), one record per relation.")
+@click.option("--key-token", type=click.Choice(["subject_last", "prompt_last"]), default=None,
+              help="Key position of the key–value editors (MEMIT, PMET, MEMIT-Merge, AlphaEdit); "
+                   "default: each editor's own setting (subject_last).")
+@click.option("--natural", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Records in the extra batch of CounterFact's natural same-subject groups (0: skip it).")
+@editors_option()
+@scoring_options
+@model_option
+@seed_option
+@output_options
+def same_subject_command(batch_sizes, key_token, natural, editor_list, fluency_prompts, fluency_tokens,
+                         perplexity_tokens, model_name, seed, quiet, as_json, reports_dir):
+    """Efficacy on same- vs distinct-subject batches of CounterFact test records, per editor and
+    batch size, plus one batch of natural same-subject groups.
+
+    Each same-subject batch is its distinct-subject twin with every subject renamed "John Smith";
+    the report pairs the two (labels same-subject / distinct-subject) to judge which editors
+    survive shared subjects, and plots efficacy against batch size.
+    """
+    sizes = batch_sizes_of(batch_sizes, "--batch-sizes")
+    names = requested_editors(editor_list)
+    rank = current_rank()
+    out = console(quiet or as_json or not rank.is_main)
+    with usage_errors():
+        settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
+                            perplexity_tokens=perplexity_tokens)
+        edit_sets = subject_edit_sets(sizes, natural, seed)
+        model, tok = load(model_name)
+        akd_layer = load_hparams("memit", model.config.model_type).last_layer
+        lineup = line_up(names, model, tok, out, {"key_token": key_token} if key_token else None)
+        jobs = [Job(name, edits, len(edits.requests), label=label)
+                for name in lineup for label, edits in edit_sets]
+        records = run_jobs(jobs, lineup, model, tok, settings, rank, out)
+        if records is None:
+            return
+        akd = job_akd_entries(jobs, model, tok, [akd_layer], key_token or "subject_last")
+    out.print(same_subject_table(jobs, records, f"Same- vs distinct-subject efficacy, CounterFact test, "
+                                                f"seed {seed}, key token {key_token or 'editor default'}"))
+    arguments = dict(batch_sizes=list(sizes), key_token=key_token, natural=natural, editors=editor_list,
+                     model=model_name, seed=seed, fluency_prompts=fluency_prompts,
+                     fluency_tokens=fluency_tokens, perplexity_tokens=perplexity_tokens)
+    analyses = {"run_labels": [job.label for job in jobs], "akd": akd}
+    publish("stress same-subject", arguments, records, out, reports_dir, as_json, analyses)
+
+
+def subject_edit_sets(sizes: Sequence[int], natural: int, seed: int) -> list[tuple[str, EditSet]]:
+    """(label, edits) in run order: for each size the distinct- then the same-subject batch,
+    then the natural-groups batch. The sizes are prefixes of one pair built at the largest
+    size, so a larger batch holds the smaller ones' facts."""
+    train, test = load_benchmark("counterfact", "train"), load_benchmark("counterfact", "test")
+    # Relations inferred from test alone stay split (data.relations); train + test joins them.
+    pair = subject_pair(test, infer_relations(train + test), max(sizes), seed, "--batch-sizes")
+    edit_sets = []
+    for size in sizes:
+        edit_sets.append((DISTINCT_SUBJECT, edit_set_of(pair.distinct_subject[:size], "counterfact", seed)))
+        edit_sets.append((SAME_SUBJECT, edit_set_of(pair.same_subject[:size], "counterfact", seed)))
+    if natural:
+        edit_sets.append((NATURAL_GROUPS, edit_set_of(natural_group_batch(test, natural, seed), "counterfact", seed)))
+    return edit_sets
+
+
+def subject_pair(pool: Sequence[EditRequest], relations: RelationIndex, size: int, seed: int,
+                 option: str) -> SubjectSetPair:
+    """MEMIT-Merge's paired sets of `size` records, one per relation; a size beyond the number
+    of relations is refused naming `option`."""
+    available = len({relations.relation_of(request) for request in pool})
+    if size > available:
+        raise BatchError(
+            f"{option} {size} is larger than the {available} relations of the benchmark: a "
+            "same-subject batch holds one record per relation, as two facts of one relation about "
+            "one name contradict each other.")
+    return same_and_distinct_subject_sets(pool, size, seed, relations=relations)
+
+
+def same_subject_table(jobs: Sequence[Job], records: Sequence[RunRecord], title: str) -> Table:
+    """Editor × batch size: efficacy (token acc. and P(new)>P(old)) with the same and with
+    distinct subjects; the natural-groups batch in the same-subject columns."""
+    found = {(job.editor, job.label, job.batch_size): record for job, record in zip(jobs, records)}
+    table = Table(title=title)
+    for column in ("Editor", "Batch", "Same acc.", "Same score", "Distinct acc.", "Distinct score", "Drop acc."):
+        table.add_column(column, justify="left" if column == "Editor" else "right", no_wrap=True)
+    for editor in dict.fromkeys(job.editor for job in jobs):
+        for size in dict.fromkeys(job.batch_size for job in jobs if job.label == SAME_SUBJECT):
+            same = found[(editor, SAME_SUBJECT, size)].aggregate
+            distinct = found[(editor, DISTINCT_SUBJECT, size)].aggregate
+            table.add_row(editor, str(size), percent(same.efficacy_accuracy), percent(same.efficacy_score),
+                          percent(distinct.efficacy_accuracy), percent(distinct.efficacy_score),
+                          fixed(100 * (distinct.efficacy_accuracy - same.efficacy_accuracy), 1))
+        for (name, label, size), record in found.items():
+            if name == editor and label == NATURAL_GROUPS:
+                table.add_row(editor, f"{size} natural", percent(record.aggregate.efficacy_accuracy),
+                              percent(record.aggregate.efficacy_score), "–", "–", "–")
+    return table
+
+
+@stress_command.command("batch-sweep")
+@click.option("--benchmark", default="medcfpp", show_default=True, help=BENCHMARK_HELP)
+@click.option("--split", default=None, help=SPLIT_HELP)
+@click.option("--batch-sizes", default="1,10,50,100", show_default=True,
+              help="Batch sizes; every size edits the same drawn edits.")
+@click.option("--edits", type=click.IntRange(min=1), default=None,
+              help="Edits drawn once and edited at every batch size (default: the largest batch size).")
+@editors_option()
+@scoring_options
+@model_option
+@seed_option
+@output_options
+def batch_sweep_command(benchmark, split, batch_sizes, edits, editor_list, fluency_prompts, fluency_tokens,
+                        perplexity_tokens, model_name, seed, quiet, as_json, reports_dir):
+    """Every editor's scores against batch size on one benchmark (MedREK Tables 2–3 shape)."""
+    sizes = batch_sizes_of(batch_sizes, "--batch-sizes")
+    names = requested_editors(editor_list)
+    rank = current_rank()
+    out = console(quiet or as_json or not rank.is_main)
+    with usage_errors():
+        settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
+                            perplexity_tokens=perplexity_tokens)
+        edit_set = sweep_edits(benchmark, sizes, edits, seed, split, "--batch-sizes")
+        model, tok = load(model_name)
+        lineup = line_up(names, model, tok, out)
+        records = run_jobs(batch_size_jobs(lineup, edit_set, sizes), lineup, model, tok, settings, rank, out)
+    if records is None:
+        return
+    where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or 'file'})"
+    for size in sizes:
+        out.print(comparison_table([r for r in records if r.batch_size == size],
+                                   f"{len(edit_set.requests)} edits from {where}, batch {size}, seed {seed}"))
+    arguments = dict(benchmark=benchmark, split=split, batch_sizes=list(sizes), edits=edits,
+                     editors=editor_list, model=model_name, seed=seed, fluency_prompts=fluency_prompts,
+                     fluency_tokens=fluency_tokens, perplexity_tokens=perplexity_tokens)
+    publish("stress batch-sweep", arguments, records, out, reports_dir, as_json)
+
+
+@stress_command.command("sequential")
+@click.option("--steps", type=int, default=5, show_default=True, help="Batches applied one after another.")
+@click.option("--batch", "batch_size", type=int, default=20, show_default=True, help="Edits per batch.")
+@click.option("--benchmark", default="counterfact", show_default=True, help=BENCHMARK_HELP)
+@click.option("--split", default=None, help=SPLIT_HELP)
+@editors_option()
+@scoring_options
+@model_option
+@seed_option
+@output_options
+def sequential_command(steps, batch_size, benchmark, split, editor_list, fluency_prompts, fluency_tokens,
+                       perplexity_tokens, model_name, seed, quiet, as_json, reports_dir):
+    """Lifelong editing: batches applied without undoing, everything edited so far scored after
+    each; one degradation table per editor."""
+    if steps <= 0:
+        fail(f"--steps must be a positive number of batches, not {steps}.")
+    if batch_size <= 0:
+        fail(f"--batch must be a positive number of edits, not {batch_size}.")
+    names = requested_editors(editor_list)
+    rank = current_rank()
+    out = console(quiet or as_json or not rank.is_main)
+    with usage_errors():
+        settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
+                            perplexity_tokens=perplexity_tokens)
+        edit_set = draw_edits(benchmark, steps * batch_size, seed, split)
+        model, tok = load(model_name)
+        lineup = line_up(names, model, tok, out)
+        jobs = [Job(name, edit_set, batch_size, mode="sequential") for name in lineup]
+        records = run_jobs(jobs, lineup, model, tok, settings, rank, out)
+    if records is None:
+        return
+    for record in records:
+        out.print(sequential_table(record, f"{record.editor}: {steps} sequential batches of {batch_size} "
+                                           f"from {edit_set.dataset.benchmark}, seed {seed}"))
+    arguments = dict(steps=steps, batch=batch_size, benchmark=benchmark, split=split, editors=editor_list,
+                     model=model_name, seed=seed, fluency_prompts=fluency_prompts,
+                     fluency_tokens=fluency_tokens, perplexity_tokens=perplexity_tokens)
+    publish("stress sequential", arguments, records, out, reports_dir, as_json)
