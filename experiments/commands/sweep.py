@@ -19,6 +19,7 @@ import torch.distributed as dist
 from rich.console import Console
 
 from covariance.distributed import Rank
+from data.batches import BatchError
 from editors.akd import batch_akd
 from editors.hparams import EDITOR_HPARAMS, ValueOptimisationHparams
 from editors.protocol import Editor
@@ -93,15 +94,21 @@ def line_up(names: tuple[str, ...] | None, model: Any, tok: Any, out: Console,
         if name in lineup:
             continue
         try:
-            if key_value_overrides and is_key_value_editor(name):
-                lineup[name] = make_editor(name, model, key_value_overrides)
-            else:
-                lineup[name] = build_editor(name, model, tok)
+            lineup[name] = _build(name, model, tok, key_value_overrides)
         except EditorUnavailable as why:
             if names is not None:
                 raise
             out.print(f"[yellow]skipped {name}[/yellow]: {why}")
     return lineup
+
+
+def _build(name: str, model: Any, tok: Any, key_value_overrides: Mapping[str, Any] | None) -> Editor:
+    if not (key_value_overrides and is_key_value_editor(name)):
+        return build_editor(name, model, tok)
+    try:
+        return make_editor(name, model, key_value_overrides)
+    except Exception as error:  # noqa: BLE001 - as build_editor: any failure means "cannot be built"
+        raise EditorUnavailable(f"Editor {name!r} cannot be built: {error}") from error
 
 
 def sweep_edits(benchmark: str, sizes: Sequence[int], edits: int | None, seed: int, split: str | None,
@@ -111,7 +118,10 @@ def sweep_edits(benchmark: str, sizes: Sequence[int], edits: int | None, seed: i
     count = max(sizes) if edits is None else edits
     if max(sizes) > count:
         raise ValueError(f"{option} {max(sizes)} is larger than the {count} edits drawn (--edits).")
-    return draw_edits(benchmark, count, seed, split)
+    try:
+        return draw_edits(benchmark, count, seed, split)
+    except BatchError as error:
+        raise BatchError(f"{benchmark}: {error}") from None
 
 
 def batch_size_jobs(lineup: Mapping[str, Editor], edits: EditSet, sizes: Sequence[int]) -> list[Job]:
@@ -171,7 +181,7 @@ def distribute(count: int, run: Callable[[int], RunRecord], rank: Rank) -> list[
 
 def rank_share(count: int, rank: Rank) -> list[int]:
     """The job indices of one rank: round robin, so ranks get similar mixes of jobs."""
-    return list(range(count))[rank.index::rank.world]
+    return rank.shard(list(range(count)))
 
 
 def merge_shards(shards: Sequence[Sequence[tuple[int, dict]]], count: int) -> list[RunRecord]:

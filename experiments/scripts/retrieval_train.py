@@ -53,6 +53,8 @@ BUILDERS = {"recipe": new_recipe, "medrek": new_medrek}
 @click.option("--separate-query-mlp", is_flag=True, help="Ablation: no shared query-key MLP.")
 @click.option("--init-from", type=click.Path(path_type=Path, exists=True), default=None,
               help="Start from this checkpoint's weights where names and shapes match.")
+@click.option("--init-part", type=click.Choice(["all", "prompts", "retriever"]), default="all",
+              show_default=True, help="Which part --init-from copies.")
 @click.option("--only", type=click.Choice(["prompts", "retriever"]), default=None,
               help="Train only the prompt path or only the retriever.")
 @click.option("--limit", type=int, default=None, help="Records per benchmark (smoke runs).")
@@ -60,7 +62,7 @@ BUILDERS = {"recipe": new_recipe, "medrek": new_medrek}
               help="After training, write the best network and its training log here.")
 def main(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, locality_weight, seed,
          validate_every, validation_size, width, prompt_length, prompt_encoder, separate_query_mlp,
-         init_from, only, limit, export_dir):
+         init_from, init_part, only, limit, export_dir):
     out = console()
     name = name or editor
     run_dir = run_dir or cache_root() / "retrieval-runs" / name
@@ -74,7 +76,7 @@ def main(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retriev
             overrides["shared_query_key"] = False
         network = BUILDERS[editor](encoder, llm, **overrides)
         if init_from is not None and not (run_dir / STATE_FILE).is_file():
-            copied = _warm_start(network, init_from)
+            copied = _warm_start(network, init_from, init_part)
             out.print(f"Warm start from {init_from}: {len(copied)} tensors copied.")
         config = TrainingConfig(
             steps=steps, learning_rate=lr, prompt_learning_rate=prompt_lr, edit_batch_size=edit_batch, retrieval_batch_size=retrieval_batch,
@@ -117,11 +119,17 @@ def _validation_line(validation: dict) -> str:
     return " | ".join(parts)
 
 
-def _warm_start(network, checkpoint: Path) -> list[str]:
-    """Copy every tensor of `checkpoint` whose name and shape match into `network`."""
+def _warm_start(network, checkpoint: Path, part: str) -> list[str]:
+    """Copy the tensors of `checkpoint` whose name and shape match into `network`: all of them,
+    or only those of the prompt path or of the retriever (see RetrievalNetwork.parameter_groups)."""
     source = load_network(checkpoint, expect_llm=None).network.state_dict()
     target = network.state_dict()
-    copied = [key for key, value in source.items() if key in target and target[key].shape == value.shape]
+    prompt_ids = {id(p) for p in network.parameter_groups()[1]}
+    in_prompt_path = {name: id(p) in prompt_ids for name, p in network.named_parameters()}
+    wanted = {"all": lambda name: True, "prompts": lambda name: in_prompt_path.get(name, False),
+              "retriever": lambda name: not in_prompt_path.get(name, True)}[part]
+    copied = [key for key, value in source.items()
+              if key in target and target[key].shape == value.shape and wanted(key)]
     network.load_state_dict({**target, **{key: source[key] for key in copied}})
     return copied
 
