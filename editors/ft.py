@@ -21,7 +21,7 @@ from editors.applied import WeightEdit
 from editors.hparams import FtHparams
 from editors.keys import target_ids
 from editors.protocol import EditError, EditRequest, validate_requests
-from editors.upper import SplitBatch, capture_upper_state, run_upper
+from editors.upper import SplitBatch, block_input_state, run_upper
 from editors.values import lm_logits
 from lm.adapters import adapter_for
 
@@ -52,7 +52,7 @@ class FtEditor:
                 weights.append(1.0 / (len(target) * len(requests)))
         # No prefix: a weight change at the layer reaches every position.
         batch = SplitBatch.build([[] for _ in prompts], [p + list(t[:-1]) for p, t in zip(prompts, targets)], 0)
-        state = capture_upper_state(model, adapter, batch, hp.layer)
+        state = block_input_state(model, adapter, batch, hp.layer)
         rows_t, cols_t, wanted_t = (torch.tensor(v, dtype=torch.long) for v in (rows, cols, wanted))
         weights_t = torch.tensor(weights)
 

@@ -20,7 +20,7 @@ from editors.applied import WeightEdit, trial_deltas
 from editors.covariances import CorpusCovariance, GivenCovariance
 from editors.keys import LayerwiseKeys, request_keys, request_sites
 from editors.merge import key_distance_groups
-from editors.protocol import EditError, EditRequest, EditRequestError
+from editors.protocol import Applied, EditError, Editor, EditRequest, EditRequestError
 from editors.registry import EDITORS, UnknownEditor, make_editor
 from editors.templates import context_prefixes
 from editors.upper import SplitBatch, base_model, capture_upper_state, run_upper
@@ -103,8 +103,12 @@ def test_every_editor_edits_and_undoes_exactly_on_every_family(tiny, tok, cache,
     editor = make_editor(editor_name, tiny, FAST_BY_EDITOR[editor_name], cache_root=cache)
     before = snapshot(tiny)
 
+    stages = []
+    editor.progress = lambda stage, done, total: stages.append(stage)
     applied = editor.apply(tiny, tok, REQUESTS)
 
+    assert isinstance(editor, Editor) and isinstance(applied, Applied)
+    assert stages  # progress goes through the callback (library code never prints)
     adapter = adapter_for(tiny)
     edited = [name for name in before if not torch.equal(before[name], tiny.state_dict()[name])]
     layers = (2,) if editor_name == "ft_l" else (1, 2)
@@ -142,6 +146,22 @@ def test_layerwise_keys_match_a_fresh_read_of_the_partially_edited_model(tiny, t
             torch.testing.assert_close(current, fresh["out"], atol=1e-5, rtol=1e-4)
             weight = adapter.mlp_out_weight(tiny, layer)
             add(f"{adapter.mlp_out_name(layer)}.weight", torch.randn(weight.shape, generator=generator) * 0.5)
+
+
+def test_batched_value_optimisation_equals_one_request_at_a_time(tiny, tok, cache):
+    from editors.hparams import load_hparams
+    from editors.kv_editor import prepare_batch
+    from editors.values import ValueOptions, optimise_values
+
+    hparams = load_hparams("memit", tiny.config.model_type, {**FAST, "v_dtype": "float32", "v_lr": 0.05})
+    batch = prepare_batch(tiny, tok, REQUESTS, hparams)
+    site = (adapter_for(tiny).block_name(2),)
+    options = ValueOptions.from_hparams(hparams)
+    together = optimise_values(tiny, 2, batch.sites, batch.essence, batch.targets, [[0], [1], [2]], site, options)
+    for index in range(len(REQUESTS)):
+        alone = optimise_values(tiny, 2, batch.sites, batch.essence, batch.targets, [[index]], site, options)
+        torch.testing.assert_close(together.targets(site[0])[index], alone.targets(site[0])[0], atol=1e-4, rtol=1e-4)
+        assert together.updates[index] == alone.updates[0]
 
 
 def test_sequential_edits_undo_in_reverse_order(tiny, tok, cache):

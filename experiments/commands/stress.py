@@ -17,11 +17,9 @@ from covariance.distributed import current_rank
 from data.batches import BatchError, SubjectSetPair, natural_group_batch, same_and_distinct_subject_sets
 from data.benchmarks import load_benchmark
 from data.relations import RelationIndex, infer_relations
-from editors.protocol import EditRequest
 from editors.hparams import load_hparams
-from experiments.commands.common import (
-    model_option, output_options, publish, seed_option, usage_errors,
-)
+from editors.protocol import EditRequest
+from experiments.commands.common import model_option, output_options, publish, seed_option, usage_errors
 from experiments.commands.compare import BENCHMARK_HELP, requested_editors
 from experiments.commands.sweep import (
     Job, batch_size_jobs, batch_sizes_of, editors_option, job_akd_entries, line_up, run_jobs,

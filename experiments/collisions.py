@@ -1,0 +1,57 @@
+"""Key collisions inside a set of edit requests, found before anything is applied.
+
+Two requests collide when they share a subject (so MEMIT reads the same key for both and must
+map one key to two values) or when their keys at the edit layers lie closer than a threshold
+relative to the mean key norm (different text, near-identical key). Used by `editscope edit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from editors.akd import batch_keys
+from editors.protocol import EditRequest
+
+
+@dataclass(frozen=True)
+class Collision:
+    first: int
+    second: int
+    reason: str
+
+    def sentence(self) -> str:
+        return f"requests {self.first} and {self.second} ({self.reason})"
+
+
+def same_subject_pairs(requests: Sequence[EditRequest]) -> list[Collision]:
+    by_subject: dict[str, list[int]] = {}
+    for index, request in enumerate(requests):
+        if request.subject is not None:
+            by_subject.setdefault(request.subject, []).append(index)
+    return [
+        Collision(a, b, f"same subject {subject!r}")
+        for subject, indices in by_subject.items()
+        for position, a in enumerate(indices)
+        for b in indices[position + 1:]
+    ]
+
+
+def close_key_pairs(model, tok, requests: Sequence[EditRequest], layer: int, relative_threshold: float,
+                    key_token: str = "subject_last") -> list[Collision]:
+    """Pairs whose keys at `layer` are closer than `relative_threshold` × the mean key norm
+    (and that do not already share a subject, which `same_subject_pairs` reports)."""
+    if len(requests) < 2:
+        return []
+    keys = batch_keys(model, tok, requests, [layer], key_token)[layer].double()
+    scale = keys.norm(dim=1).mean()
+    distances = torch.cdist(keys, keys) / scale
+    found = []
+    for a in range(len(requests)):
+        for b in range(a + 1, len(requests)):
+            shared = requests[a].subject is not None and requests[a].subject == requests[b].subject
+            if not shared and float(distances[a, b]) < relative_threshold:
+                found.append(Collision(a, b, f"keys at layer {layer} {float(distances[a, b]):.3f}× the mean key norm apart"))
+    return found
