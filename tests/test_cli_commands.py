@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 from rich.console import Console
 from tiny_models import tiny_model
@@ -16,8 +17,10 @@ from data.benchmarks import load_benchmark
 from data.relation_names import counterfact_relation_names
 from data.relations import infer_relations
 from experiments.commands import akd, bench, stress
-from experiments.commands.akd import APP_C_TEMPLATES, composition_batches
-from experiments.commands.sweep import line_up
+from experiments.commands.akd import APP_C_TEMPLATES, composition_batches, high_similarity_entries
+from experiments.commands.sweep import Job, line_up
+from experiments.edit_sets import edit_set_of
+from experiments.identity import IdentityEditor
 from experiments.report import DISTINCT_SUBJECT, RENDERED_FILES, SAME_SUBJECT
 
 CHEAP = ["--fluency-prompts", "0", "--perplexity-tokens", "0"]
@@ -135,3 +138,39 @@ def test_every_inferred_counterfact_relation_has_a_phrase(counterfact):
     _, relations = counterfact
     names = counterfact_relation_names()
     assert set(names.phrases) == set(relations.relation_names)
+
+
+class FakeNetwork:
+    def key_text(self, request):
+        return request.prompt
+
+    def keys(self, features):
+        return features
+
+
+class FakeEncoder:
+    def encode(self, texts):
+        # Prompts about John Smith land on one direction, every other prompt on another.
+        return torch.tensor([[1.0, 0.0] if "John Smith" in text else [0.0, 1.0] for text in texts])
+
+
+class FakeRetrievalEditor:
+    name = "recipe"
+
+    def __init__(self, exposed: bool):
+        if exposed:
+            self.network, self.encoder = FakeNetwork(), FakeEncoder()
+
+
+def test_high_similarity_samples_come_from_the_knowledge_encoder_or_are_unavailable(counterfact):
+    test, relations = counterfact
+    pair = same_and_distinct_subject_sets(test, 4, seed=3, relations=relations)
+    mixed = edit_set_of(pair.same_subject[:2] + pair.distinct_subject[2:3], "counterfact")
+    jobs = [Job("unedited", mixed, 3), Job("recipe", mixed, 3), Job("medrek", mixed, 3)]
+    lineup = {"unedited": IdentityEditor(), "recipe": FakeRetrievalEditor(True),
+              "medrek": FakeRetrievalEditor(False)}
+    entries = high_similarity_entries(jobs, lineup)
+    assert [(entry["run_index"], entry["editor"]) for entry in entries] == [(1, "recipe"), (2, "medrek")]
+    assert entries[0]["high_sim_samples"] == pytest.approx(2 / 3)  # the two John Smith edits pair up
+    assert entries[1]["high_sim_samples"] is None
+    assert entries[1]["reason"] == "the editor exposes no knowledge encoder and keys"
