@@ -19,14 +19,20 @@ GROUP_LABELS = MappingProxyType({"td": "TD", "em": "EM", "ss": "SS", "ts": "TS",
 
 
 def comparison_table(records: Sequence[RunRecord], title: str) -> Table:
-    """One row per run: Eff, Gen, locality per group, Flu, Avg and edit time."""
+    """One row per run: Eff/Gen (token accuracy), locality per group, Flu, Avg, perplexity
+    change, edit time and inference overhead (scoring time relative to the unedited run on
+    the same prompts, when one is among `records`)."""
     groups = _ordered_groups(g for r in records for g in r.aggregate.locality)
+    reference = next((r for r in records if r.editor == "unedited"), None)
+    reference_seconds = sum(s.scoring_seconds for s in reference.timings.steps) if reference else 0.0
     table = _table(title)
     table.add_column("Editor", no_wrap=True)
-    for column in ("Eff", "Gen", *(_group_label(g) for g in groups), "Flu", "Avg", "Edit s"):
+    for column in ("Eff", "Gen", *(_group_label(g) for g in groups), "Flu", "Avg", "ΔPPL", "Edit s", "Infer ×"):
         table.add_column(column, justify="right")
     for record in records:
         result = record.aggregate
+        after, before = result.health.perplexity_after, record.perplexity_before
+        scoring_seconds = sum(s.scoring_seconds for s in record.timings.steps)
         table.add_row(
             record.editor,
             _percent(result.efficacy_accuracy),
@@ -34,7 +40,9 @@ def comparison_table(records: Sequence[RunRecord], title: str) -> Table:
             *(_percent(result.locality.get(group)) for group in groups),
             _number(result.health.fluency, 1),
             _percent(result.average),
+            "–" if after is None or before is None else f"{after - before:+.2f}",
             _number(record.timings.edit_seconds, 2),
+            _number(scoring_seconds / reference_seconds if reference_seconds else None, 2),
         )
     return table
 

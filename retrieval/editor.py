@@ -54,8 +54,13 @@ class KnowledgeStore:
         statements = [self.network.value_text(request) for request in requests]
         key_texts = [self.network.key_text(request) for request in requests]
         with torch.no_grad():
-            value_features = self.encoder.encode(statements)
-            key_features = value_features if key_texts == statements else self.encoder.encode(key_texts)
+            # One encoder call for both kinds of text: for a single edit the per-call overhead
+            # is a large part of the time to add it.
+            distinct = list(dict.fromkeys(statements + key_texts))
+            encoded = self.encoder.encode(distinct)
+            row = {text: index for index, text in enumerate(distinct)}
+            value_features = encoded[[row[text] for text in statements]]
+            key_features = encoded[[row[text] for text in key_texts]]
             keys = self.network.keys(key_features)
             prompts = self.network.statement_prompts(value_features, statements, llm, tok)
         metadata = [

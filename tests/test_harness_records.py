@@ -92,12 +92,13 @@ def test_tables_render_from_records_alone(tiny_llama, tmp_path, edits):
     record = run_sequential(IdentityEditor(), model, tok, edits, batch_size=2, settings=SMALL,
                             baseline_dir=tmp_path)
     reread = read_record_via_json(record)  # groups come back in sorted order from JSON
-    screen = Console(width=120, record=True)
+    screen = Console(width=200, record=True)
     screen.print(comparison_table([reread], "comparison"))
     screen.print(sequential_table(reread, "sequential"))
     text = screen.export_text()
     header = next(line for line in text.splitlines() if "Editor" in line)
-    assert header.split() == ["Editor", "Eff", "Gen", "TD", "EM", "SS", "TS", "Flu", "Avg", "Edit", "s"]
+    assert [word for word in header.split() if word != "┃"] == [
+        "Editor", "Eff", "Gen", "TD", "EM", "SS", "TS", "Flu", "Avg", "ΔPPL", "Edit", "s", "Infer", "×"]
     steps = [line.split() for line in text.splitlines() if line.split()[:2] in (["1", "2"], ["2", "4"])]
     assert [row[:2] for row in steps] == [["1", "2"], ["2", "4"]]  # step, requests edited so far
     assert all(row[5] == "100.0" for row in steps)  # locality of the unedited model

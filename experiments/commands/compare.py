@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import click
-from rich.table import Table
 
 from experiments.commands.common import model_option, output_options, publish, seed_option, usage_errors
 from experiments.console import console, fail, progress_bar
@@ -13,8 +10,8 @@ from experiments.discovery import REGISTRIES, build_editor, discover_editors
 from experiments.edit_sets import draw_edits
 from experiments.harness import run_batch
 from experiments.identity import IdentityEditor
-from experiments.records import RunRecord, Settings
-from experiments.tables import GROUP_LABELS
+from experiments.records import Settings
+from experiments.tables import comparison_table
 from lm.loading import load
 
 BENCHMARK_HELP = "medcfpp, medcf, medversa, counterfact, zsre, or a path to a JSON file in one of their formats."
@@ -45,48 +42,6 @@ def line_up(names: tuple[str, ...] | None, model, tok, out):
     editors = [IdentityEditor()]
     editors += [build_editor(name, model, tok) for name in names if name != IdentityEditor.name]
     return editors
-
-
-def compare_table(records: Sequence[RunRecord], title: str) -> Table:
-    """Eff/Gen (token accuracy), locality per group, Flu, Avg, perplexity change, edit time and
-    inference overhead (scoring time relative to the unedited run on the same prompts)."""
-    groups = list(dict.fromkeys(g for r in records for g in r.aggregate.locality))
-    reference = next((r for r in records if r.editor == IdentityEditor.name), None)
-    table = Table(title=title)
-    table.add_column("Editor", no_wrap=True)
-    for column in ("Eff", "Gen", *(GROUP_LABELS.get(g, g.upper()) for g in groups), "Flu", "Avg",
-                   "ΔPPL", "Edit s", "Infer ×"):
-        table.add_column(column, justify="right")
-    for record in records:
-        result = record.aggregate
-        ppl_after = result.health.perplexity_after
-        delta = None if ppl_after is None or record.perplexity_before is None else ppl_after - record.perplexity_before
-        overhead = None
-        if reference is not None:
-            base = sum(s.scoring_seconds for s in reference.timings.steps)
-            overhead = sum(s.scoring_seconds for s in record.timings.steps) / base if base else None
-        table.add_row(
-            record.editor,
-            _percent(result.efficacy_accuracy),
-            _percent(result.generality_accuracy),
-            *(_percent(result.locality.get(g)) for g in groups),
-            _number(result.health.fluency, 1),
-            _percent(result.average),
-            _number(delta, 2, signed=True),
-            _number(record.timings.edit_seconds, 1),
-            _number(overhead, 2),
-        )
-    return table
-
-
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
-
-
-def _number(value: float | None, decimals: int, signed: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
 
 
 @click.command("compare")
@@ -121,7 +76,7 @@ def compare_command(editor_list, benchmark, split, batch_size, fluency_prompts, 
         for editor in editors:
             with progress_bar(out, f"{editor.name}", "batch") as update:
                 records.append(run_batch(editor, model, tok, edits, batch_size, settings, progress=update))
-    out.print(compare_table(records, f"{len(edits.requests)} edits from {edits.dataset.benchmark} "
+    out.print(comparison_table(records, f"{len(edits.requests)} edits from {edits.dataset.benchmark} "
                                      f"({edits.dataset.split or 'file'}), batch {batch_size}, seed {seed}"))
     arguments = dict(editors=editor_list, benchmark=benchmark, split=split, batch=batch_size, model=model_name,
                      seed=seed, fluency_prompts=fluency_prompts, fluency_tokens=fluency_tokens,
