@@ -33,6 +33,8 @@ def current_rank() -> Rank:
         return Rank()
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":  # one GPU per rank; "cuda" then means this rank's device
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
     return Rank(dist.get_rank(), dist.get_world_size())
 
