@@ -132,3 +132,11 @@ def test_confounded_locality_probes_are_dropped():
     cleaned = without_confounded_probes([edits[0], probe_owner])
     assert cleaned[1].locality == {}
     assert cleaned[0].locality == edits[0].locality
+
+
+def test_edit_losses_only_every_kth_step(encoder, llm, tok, data, features, tmp_path):
+    run = trainer(new_recipe, encoder, llm, tok, data, features, tmp_path, steps=4, edit_every=2)
+    run.run()
+    with_edits = [row["step"] for row in run.history["loss"] if "reliability" in row]
+    assert with_edits == [1, 3]
+    assert all("neighbour_nce" in row for row in run.history["loss"])

@@ -42,6 +42,8 @@ BUILDERS = {"recipe": new_recipe, "medrek": new_medrek}
 @click.option("--prompt-lr", type=float, default=1e-4, show_default=True, help="Prompt-path learning rate.")
 @click.option("--edit-batch", type=int, default=8, show_default=True)
 @click.option("--retrieval-batch", type=int, default=64, show_default=True)
+@click.option("--edit-every", type=int, default=1, show_default=True,
+              help="Edit losses (through the LLM) on every k-th step only.")
 @click.option("--locality-weight", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--validate-every", type=int, default=250, show_default=True)
@@ -60,7 +62,7 @@ BUILDERS = {"recipe": new_recipe, "medrek": new_medrek}
 @click.option("--limit", type=int, default=None, help="Records per benchmark (smoke runs).")
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
               help="After training, write the best network and its training log here.")
-def main(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, locality_weight, seed,
+def main(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, edit_every, locality_weight, seed,
          validate_every, validation_size, width, prompt_length, prompt_encoder, separate_query_mlp,
          init_from, init_part, only, limit, export_dir):
     out = console()
@@ -79,7 +81,7 @@ def main(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retriev
             copied = _warm_start(network, init_from, init_part)
             out.print(f"Warm start from {init_from}: {len(copied)} tensors copied.")
         config = TrainingConfig(
-            steps=steps, learning_rate=lr, prompt_learning_rate=prompt_lr, edit_batch_size=edit_batch, retrieval_batch_size=retrieval_batch,
+            steps=steps, learning_rate=lr, prompt_learning_rate=prompt_lr, edit_batch_size=edit_batch, retrieval_batch_size=retrieval_batch, edit_every=edit_every,
             seed=seed, locality_weight=locality_weight, validate_every=validate_every,
             train_prompts=only != "retriever", train_retriever=only != "prompts",
         )
