@@ -100,7 +100,8 @@ def generate(scorer, prompts) -> float:
 
 def editor_retrievals(applied, hits, misses) -> tuple[int, int]:
     found = applied.retrieve(hits + misses).retrieved
-    return sum(entry is not None for entry in found[: len(hits)]), sum(entry is not None for entry in found[len(hits):])
+    return (sum(entry is not None for entry in found[: len(hits)]),
+            sum(entry is not None for entry in found[len(hits):]))
 
 
 if __name__ == "__main__":

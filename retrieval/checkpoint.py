@@ -126,7 +126,9 @@ def load_network(
         network.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()[0]
-        raise CheckpointError(f"Retrieval checkpoint {path} does not match its own architecture ({first}).") from None
+        raise CheckpointError(
+            f"Retrieval checkpoint {path} does not match its own architecture ({first})."
+        ) from None
     return NetworkCheckpoint(network.eval(), llm, encoder, path)
 
 

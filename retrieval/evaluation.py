@@ -127,7 +127,9 @@ def evaluate_retrieval(editor, model, tok, requests: Sequence[EditRequest]) -> R
         applied.undo()
 
 
-def _retrieval_diagnostics(applied, requests: Sequence[EditRequest]) -> tuple[RetrievalRates, RetrievalRates, float]:
+def _retrieval_diagnostics(
+    applied, requests: Sequence[EditRequest]
+) -> tuple[RetrievalRates, RetrievalRates, float]:
     """(rates over edit + rephrase queries and probes, rates over edit queries alone, key overlap)."""
     prompts = [request.prompt for request in requests]
     rephrased = [(prompt, entry) for request, entry in zip(requests, applied.ids)

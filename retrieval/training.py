@@ -84,7 +84,8 @@ class TrainingConfig:
     checkpoint_every: int = 50
 
     def __post_init__(self):
-        if min(self.steps, self.edit_batch_size, self.edit_every) < 1 or self.retrieval_batch_size < self.edit_batch_size:
+        too_small = min(self.steps, self.edit_batch_size, self.edit_every) < 1
+        if too_small or self.retrieval_batch_size < self.edit_batch_size:
             raise ValueError(
                 "steps, edit_batch_size and edit_every must be at least 1, and retrieval_batch_size "
                 "at least edit_batch_size."
@@ -177,7 +178,8 @@ def edit_losses(
         edited = _last_logits(llm, keep, prompted_forward, ids, mask, repeated.to(device))
     log_probs = edited.float().log_softmax(-1)[:, :-1]  # position k predicts token k + 1
     labels = ids[:, ids.shape[1] - keep + 1 :]
-    is_target = torch.arange(keep - 1, device=device)[None, :] >= (keep - 1 - torch.tensor(lengths, device=device))[:, None]
+    first_target = keep - 1 - torch.tensor(lengths, device=device)
+    is_target = torch.arange(keep - 1, device=device)[None, :] >= first_target[:, None]
     token_nll = -log_probs.gather(-1, labels[..., None]).squeeze(-1)
     row_nll = (token_nll * is_target).sum(1) / is_target.sum(1)
     size = len(batch)

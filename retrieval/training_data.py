@@ -70,7 +70,9 @@ def load_training_data(
         held_out = sorted(order[:validation_size])
         kept = sorted(order[validation_size:])
         if not kept:
-            raise ValueError(f"Benchmark {name!r} has no records left to train on after holding out {validation_size}.")
+            raise ValueError(
+                f"Benchmark {name!r} has no records left to train on after holding out {validation_size}."
+            )
         train[name] = without_confounded_probes([requests[i] for i in kept])
         validation[name] = without_confounded_probes([requests[i] for i in held_out])
     return TrainingData(train, validation)

@@ -8,7 +8,7 @@ import torch
 from test_retrieval_support import build_tokenizer, requests, tiny_encoder, tiny_llm
 
 from editors.protocol import EditRequestError
-from lm.scoring import LMScorer, pad_sequences, positions_from_mask
+from lm.scoring import LMScorer, pad_sequences
 from retrieval.checkpoint import CheckpointError, load_network, save_network
 from retrieval.editor import RetrievalEditor
 from retrieval.injection import prepend_prompts, prompted_generate, prompted_logits

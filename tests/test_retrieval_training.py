@@ -126,9 +126,8 @@ def test_feature_table_is_cached_and_reread(encoder, data, tmp_path):
 
 def test_confounded_locality_probes_are_dropped():
     edits = requests()
-    probe_owner = dataclasses.replace(
-        edits[1], locality={"default": (dataclasses.replace(edits[1].locality["default"][0], prompt=edits[0].prompt),)}
-    )
+    stolen = dataclasses.replace(edits[1].locality["default"][0], prompt=edits[0].prompt)
+    probe_owner = dataclasses.replace(edits[1], locality={"default": (stolen,)})
     cleaned = without_confounded_probes([edits[0], probe_owner])
     assert cleaned[1].locality == {}
     assert cleaned[0].locality == edits[0].locality

@@ -51,16 +51,20 @@ def main(edits: int, seed: int, out: Path | None, checkpoints: tuple[str, ...]) 
     for benchmark in BENCHMARKS:
         checked = validate_batch(random_batch(load_benchmark(benchmark, "test"), edits, seed), "flag")
         requests = list(checked.requests)
-        terminal.print(f"[bold]{benchmark} test, {len(requests)} edits (seed {seed})[/bold]: {checked.ceiling.sentence}")
+        terminal.print(f"[bold]{benchmark} test, {len(requests)} edits (seed {seed})[/bold]: "
+                       f"{checked.ceiling.sentence}")
         plain = LMScorer(model, tok)
+        prompts, targets = [r.prompt for r in requests], [r.target_new for r in requests]
         unedited = unedited_locality_argmax(model, tok, requests)
         results[benchmark] = {
             "ceiling": checked.ceiling.sentence,
-            "unedited_efficacy": token_accuracy(plain.score([r.prompt for r in requests], [r.target_new for r in requests])),
+            "unedited_efficacy": token_accuracy(plain.score(prompts, targets)),
         }
         table = Table("editor", "efficacy", "generality", *checked.ceiling.locality, "locality mean",
                       "correct retrieval (eff+gen)", "wrong", "none", "unwanted (loc)", "keys sim>0.6")
-        table.add_row("unedited", f"{results[benchmark]['unedited_efficacy']:.3f}", "", *[""] * len(checked.ceiling.locality), "1.000")
+        groups = checked.ceiling.locality
+        table.add_row("unedited", f"{results[benchmark]['unedited_efficacy']:.3f}", "",
+                      *[""] * len(groups), "1.000", "", "", "", "", "")
         for name, editor in editors.items():
             evaluation = evaluate_batch(editor, model, tok, requests, unedited)
             reachable = distinct_key_share(requests, editor.network.key_text)
@@ -70,7 +74,7 @@ def main(edits: int, seed: int, out: Path | None, checkpoints: tuple[str, ...]) 
                 name,
                 f"{evaluation.efficacy:.3f} (≤{checked.ceiling.efficacy:.2f})",
                 f"{evaluation.generality:.3f}",
-                *(f"{evaluation.locality[group]:.3f} (≤{ceiling:.2f})" for group, ceiling in checked.ceiling.locality.items()),
+                *(f"{evaluation.locality[group]:.3f} (≤{ceiling:.2f})" for group, ceiling in groups.items()),
                 f"{evaluation.locality_mean:.3f}",
                 f"{rates.correct:.3f} (≤{reachable:.2f})",
                 f"{rates.wrong:.3f}", f"{rates.none:.3f}", f"{rates.unwanted:.3f}",

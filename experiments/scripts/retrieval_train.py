@@ -62,7 +62,8 @@ BUILDERS = {"recipe": new_recipe, "medrek": new_medrek}
 @click.option("--limit", type=int, default=None, help="Records per benchmark (smoke runs).")
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
               help="After training, write the best network and its training log here.")
-def main(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, edit_every, locality_weight, seed,
+def main(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, edit_every,
+         locality_weight, seed,
          validate_every, validation_size, width, prompt_length, prompt_encoder, separate_query_mlp,
          init_from, init_part, only, limit, export_dir):
     out = console()
@@ -81,7 +82,8 @@ def main(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retriev
             copied = _warm_start(network, init_from, init_part)
             out.print(f"Warm start from {init_from}: {len(copied)} tensors copied.")
         config = TrainingConfig(
-            steps=steps, learning_rate=lr, prompt_learning_rate=prompt_lr, edit_batch_size=edit_batch, retrieval_batch_size=retrieval_batch, edit_every=edit_every,
+            steps=steps, learning_rate=lr, prompt_learning_rate=prompt_lr, edit_batch_size=edit_batch,
+            retrieval_batch_size=retrieval_batch, edit_every=edit_every,
             seed=seed, locality_weight=locality_weight, validate_every=validate_every,
             train_prompts=only != "retriever", train_retriever=only != "prompts",
         )
