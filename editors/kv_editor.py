@@ -88,7 +88,7 @@ class KeyValueEditor:
         adapter = adapter_for(model)
         groups = self.groups(model, batch)
         values = self.optimise(model, adapter, batch, groups)
-        value_seconds = time.perf_counter() - started
+        spread_started = time.perf_counter()
         output = self.output_site(adapter)
         spread = spread_over_layers(
             model,
@@ -102,7 +102,11 @@ class KeyValueEditor:
             progress=self.progress,
         )
         info = self.describe(batch, groups, values, spread)
-        info["seconds"] = {"values": value_seconds, "total": time.perf_counter() - started}
+        info["seconds"] = {
+            "values": values.seconds,
+            "spread": time.perf_counter() - spread_started,
+            "total": time.perf_counter() - started,
+        }
         edit = WeightEdit.apply(model, tok, spread.deltas, info)
         self.after_apply(edit, spread)
         return edit
@@ -136,7 +140,6 @@ class KeyValueEditor:
             "value_loss_mean": float(values.loss.nanmean()),
             "value_nll_mean": float(values.nll.nanmean()),
             "converged": float((values.loss < self.hparams.early_stop_loss).float().mean()),
-            "value_seconds": values.seconds,
             "residual_norms": spread.residual_norms,
         }
 

@@ -143,7 +143,7 @@ def main() -> None:
         total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         accuracy, score = efficacy(model, tok, requests)
         applied.undo()
-        values = applied.info["value_seconds"]
+        values = applied.info["seconds"]["values"]
         timings[dtype] = values
         print(
             f"MEMIT batch {len(requests)}, value optimisation in {dtype}: total edit {total:.0f} s "

@@ -122,6 +122,11 @@ class RetrievalNetwork(nn.Module):
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             network = cls(config)
+        if network.query_mlp is not None:
+            # Queries start in the key space: from independent random projections, the sentinel
+            # losses win the race and every query settles on the sentinel (RECIPE collapsed so,
+            # neighbour InfoNCE stuck near 12 for 300 steps of batch 256).
+            network.query_mlp.load_state_dict(network.key_mlp.state_dict())
         table = encoder.input_embeddings.weight.detach().cpu()
         tokens = torch.randint(0, table.shape[0], (config.sentinel_tokens,), generator=generator)
         with torch.no_grad():

@@ -62,10 +62,12 @@ BUILDERS = {"recipe": new_recipe, "medrek": new_medrek}
 @click.option("--limit", type=int, default=None, help="Records per benchmark (smoke runs).")
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
               help="After training, write the best network and its training log here.")
+@click.option("--earlier-stage", "earlier", type=click.Path(path_type=Path, exists=True), multiple=True,
+              help="Run folder of an earlier stage whose log --export includes.")
 def main(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, edit_every,
          locality_weight, seed,
          validate_every, validation_size, width, prompt_length, prompt_encoder, separate_query_mlp,
-         init_from, init_part, only, limit, export_dir):
+         init_from, init_part, only, limit, export_dir, earlier):
     out = console()
     name = name or editor
     run_dir = run_dir or cache_root() / "retrieval-runs" / name
@@ -108,7 +110,7 @@ def main(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retriev
         best = trainer.run(report)
     out.print(f"Done: {trainer.step} steps in {trainer.seconds / 60:.1f} min; best {best}.")
     if export_dir is not None:
-        export(run_dir, export_dir)
+        export(run_dir, export_dir, earlier)
         out.print(f"Exported the best network to {export_dir}.")
 
 
@@ -138,45 +140,52 @@ def _warm_start(network, checkpoint: Path, part: str) -> list[str]:
     return copied
 
 
-def export(run_dir: Path, target: Path) -> None:
-    """Best network in bf16 + training log (loss curve, validation history) + loss plot."""
+def export(run_dir: Path, target: Path, earlier: tuple[Path, ...] = ()) -> None:
+    """Best network of `run_dir` in bf16, the training log of every stage (`earlier` run folders
+    first: loss curve, validation history, time) and a plot of it."""
     import torch
 
     checkpoint = load_network(run_dir / BEST_FILE, expect_llm=None)
     save_network(target / NETWORK_FILE, checkpoint.network, llm=checkpoint.llm,
                  encoder=checkpoint.encoder, storage_dtype=torch.bfloat16)
-    header, _ = read_checked(run_dir / STATE_FILE, STATE_FORMAT, "Training state")
-    curve = loss_curve(header["history"], every=50)
-    log = {
-        "steps": header["step"],
-        "training_seconds": header["seconds"],
-        "training": header["training"],
-        "network": header["network"],
-        "best": header["best"],
-        "loss_curve_every_50_steps": curve,
-        "validation": header["history"]["validation"],
-    }
+    stages = []
+    for folder in (*earlier, run_dir):
+        header, _ = read_checked(folder / STATE_FILE, STATE_FORMAT, "Training state")
+        stages.append({
+            "run": folder.name,
+            "steps": header["step"],
+            "training_seconds": header["seconds"],
+            "training": header["training"],
+            "best": header["best"],
+            "loss_curve_every_50_steps": loss_curve(header["history"], every=50),
+            "validation": header["history"]["validation"],
+        })
+    log = {"network": checkpoint.network.config.to_json(), "stages": stages}
     (target / "training-log.json").write_text(json.dumps(log, indent=1) + "\n")
-    _plot(curve, header["history"]["validation"], target / "loss.png")
+    _plot(stages, target / "loss.png")
 
 
-def _plot(curve: list[dict], validation: list[dict], path: Path) -> None:
+def _plot(stages: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (losses, scores) = plt.subplots(1, 2, figsize=(9, 3.2))
-    steps = [row["step"] for row in curve]
-    for key in ("reliability", "generality", "locality_kl", "neighbour_nce", "sentinel_nce"):
-        if key in curve[0]:
-            losses.plot(steps, [row[key] for row in curve], label=key)
-    losses.set_xlabel("step")
-    losses.set_title("training losses (mean per 50 steps)")
-    losses.legend(fontsize=7)
-    scores.plot([v["step"] for v in validation], [v["score"] for v in validation], marker="o")
-    scores.set_xlabel("step")
-    scores.set_title("validation score")
+    figure, axes = plt.subplots(len(stages), 2, figsize=(9, 3.2 * len(stages)), squeeze=False)
+    for (losses, scores), stage in zip(axes, stages):
+        curve = stage["loss_curve_every_50_steps"]
+        steps = [row["step"] for row in curve]
+        for key in ("reliability", "generality", "locality_kl", "neighbour_nce", "sentinel_nce"):
+            if key in curve[0]:
+                losses.plot(steps, [row.get(key) for row in curve], label=key)
+        losses.set_yscale("log")
+        losses.set_xlabel("step")
+        losses.set_title(f"{stage['run']}: losses (mean per 50 steps)", fontsize=9)
+        losses.legend(fontsize=7)
+        validation = stage["validation"]
+        scores.plot([v["step"] for v in validation], [v["score"] for v in validation], marker="o")
+        scores.set_xlabel("step")
+        scores.set_title(f"{stage['run']}: validation score", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
