@@ -18,7 +18,7 @@ from editors.protocol import EditRequest
 
 __all__ = [
     "BatchError", "SubjectSetPair", "ValidationResult", "natural_group_batch",
-    "natural_same_subject_groups", "random_batch", "same_and_distinct_subject_sets",
+    "natural_same_subject_groups", "random_batch", "same_and_distinct_subject_sets", "unconfounded_batch",
     "validate_batch", "with_subject",
 ]
 
@@ -31,6 +31,23 @@ def random_batch(requests: Sequence[EditRequest], n: int, seed: int) -> list[Edi
     """n distinct requests drawn uniformly without replacement."""
     _check_size(n, len(requests), "requests")
     return random.Random(seed).sample(list(requests), n)
+
+
+def unconfounded_batch(requests: Sequence[EditRequest], n: int, seed: int) -> list[EditRequest]:
+    """n requests in a seeded random order, skipping any that would confound the ones already
+    drawn (a locality probe equal to an edited prompt, or one prompt with two targets), so the
+    batch passes `validate_batch` clean and still has exactly n edits."""
+    _check_size(n, len(requests), "requests")
+    order = random.Random(seed).sample(list(requests), len(requests))
+    batch: list[EditRequest] = []
+    for candidate in order:
+        found = validate_batch([*batch, candidate])
+        if not (found.locality_overlaps or found.self_overlaps or found.contradictory_groups):
+            batch.append(candidate)
+            if len(batch) == n:
+                return batch
+    raise BatchError(f"Only {len(batch)} of the {len(requests)} requests can be drawn without confounding "
+                     f"each other; ask for at most {len(batch)}.")
 
 
 @dataclass(frozen=True)

@@ -177,3 +177,30 @@ def test_validator_counts_on_medcfpp_test_equal_the_published_ones():
 def test_validator_finds_medcf_self_overlaps_that_medcfpp_removed():
     # BENCHMARKS.md: MedCF++ drops 47 test records whose edit prompt is their own locality prompt.
     assert validate_batch(load_benchmark("medcf", "test")).self_overlaps == 47
+
+
+def test_unconfounded_batch_is_clean_full_sized_and_seeded():
+    from data.batches import unconfounded_batch
+
+    medcfpp = load_benchmark("medcfpp", "test")
+    batch = unconfounded_batch(medcfpp, 100, seed=0)
+    found = validate_batch(batch)
+    assert len(batch) == 100 and len({id(r) for r in batch}) == 100
+    assert (found.locality_overlaps, found.self_overlaps, found.contradictory_records) == (0, 0, 0)
+    assert found.ceiling.efficacy == 1.0 and set(found.ceiling.locality.values()) == {1.0}
+    # The plain random batch of the same seed is confounded: the builder did real work.
+    assert validate_batch(random_batch(medcfpp, 100, seed=0)).locality_overlaps > 0
+    assert unconfounded_batch(medcfpp, 100, seed=0) == batch
+
+
+def test_unconfounded_batch_says_how_many_are_possible():
+    from data.batches import unconfounded_batch
+
+    medcfpp = load_benchmark("medcfpp", "test")
+    by_prompt = {}
+    for request in medcfpp:
+        by_prompt.setdefault(request.prompt, []).append(request)
+    pair = next(group[:2] for group in by_prompt.values()
+                if len(group) > 1 and group[0].target_new != group[1].target_new)
+    with pytest.raises(BatchError, match="Only 1 of the 2 requests"):
+        unconfounded_batch(pair, 2, seed=0)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from rich.table import Table
 
-from data.batches import random_batch, validate_batch
+from data.batches import unconfounded_batch, validate_batch
 from data.benchmarks import load_benchmark
 from experiments.console import console, fail
 from lm.files import cache_root
@@ -55,7 +55,7 @@ def main(edits: int, seed: int, benchmark: str, out: Path | None, variants: tupl
         editors = {name: RetrievalEditor.from_checkpoint(path, encoder) for name, path in sources.items()}
     except (CheckpointError, ValueError) as error:
         fail(f"{error} (train the ablations with the commands in retrieval/README.md)")
-    checked = validate_batch(random_batch(load_benchmark(benchmark, "test"), edits, seed), "flag")
+    checked = validate_batch(unconfounded_batch(load_benchmark(benchmark, "test"), edits, seed))
     requests = list(checked.requests)
     terminal.print(f"[bold]{benchmark} test, {len(requests)} edits (seed {seed})[/bold]: {checked.ceiling.sentence}")
     unedited = unedited_locality_argmax(model, tok, requests)

@@ -3,8 +3,9 @@
     python -m experiments.scripts.retrieval_eval [--edits 100] [--seed 0] [--out FILE]
         [--checkpoint NAME=PATH ...]
 
-Each batch is drawn with `data.batches.random_batch` and checked with `validate_batch` (flag
-policy: nothing removed); every figure is printed beside what the batch allows at best.
+Each batch is drawn with `data.batches.unconfounded_batch` (seeded, exactly `--edits` records, no
+locality probe equal to an edited prompt, no prompt with two targets), and `validate_batch`
+confirms it; every figure is printed beside what the batch allows at best.
 Efficacy and generality are teacher-forced target token accuracy; locality is argmax agreement
 with the unedited model per probe group (MedCF++: TD, EM, SS, TS) and their mean; retrieval is
 correct / wrong / none over efficacy + generality queries and unwanted over locality probes.
@@ -18,7 +19,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from data.batches import random_batch, validate_batch
+from data.batches import unconfounded_batch, validate_batch
 from data.benchmarks import load_benchmark
 from experiments.console import console, fail
 from lm.loading import load
@@ -49,7 +50,7 @@ def main(edits: int, seed: int, out: Path | None, checkpoints: tuple[str, ...]) 
         fail(str(error))
     results = {}
     for benchmark in BENCHMARKS:
-        checked = validate_batch(random_batch(load_benchmark(benchmark, "test"), edits, seed), "flag")
+        checked = validate_batch(unconfounded_batch(load_benchmark(benchmark, "test"), edits, seed))
         requests = list(checked.requests)
         terminal.print(f"[bold]{benchmark} test, {len(requests)} edits (seed {seed})[/bold]: "
                        f"{checked.ceiling.sentence}")
