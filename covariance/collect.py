@@ -12,7 +12,6 @@ bf16 copy casts once. The copy costs half the model's fp32 memory while the stat
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -20,6 +19,7 @@ import torch
 
 from lm.adapters import ArchAdapter
 from lm.hooks import on_inputs, stop_after
+from lm.precision import cast_copy
 
 
 @dataclass
@@ -50,9 +50,7 @@ def forward_dtype(model: torch.nn.Module, bf16: bool) -> torch.dtype:
 
 def forward_copy(model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
     """The model to run the statistics forward on: itself, or a bf16 copy of it."""
-    if forward_dtype(model, bf16) == next(model.parameters()).dtype:
-        return model
-    return copy.deepcopy(model).to(torch.bfloat16)
+    return cast_copy(model, forward_dtype(model, bf16))
 
 
 def pad_batch(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,13 +21,12 @@ from covariance.cache import (
     save_partial,
     save_statistic,
     statistic_path,
-    tokenizer_fingerprint,
 )
-from covariance.collect import CollectOptions, RunningSums, accumulate_batches, forward_copy, forward_dtype
+from covariance.collect import CollectOptions, RunningSums, accumulate_batches, forward_copy
 from covariance.corpus import DEFAULT_CORPUS, Corpus, load_corpus, length_sorted_batches, token_sequences
 from covariance.distributed import Rank, all_reduce_sum, barrier, current_rank
+from covariance.identity import ModelIdentity, keys_for_identity
 from lm.adapters import adapter_for
-from lm.loading import model_fingerprint
 
 Progress = Callable[[int, int], None]  # (tokens done, tokens to do) for this rank
 
@@ -60,16 +59,7 @@ def check_layers(model, layers: Sequence[int]) -> list[int]:
 
 
 def statistic_keys(model, tok, layers, corpus: Corpus, options: CollectOptions) -> dict[int, StatisticKey]:
-    adapter = adapter_for(model)
-    common = dict(
-        model=model_fingerprint(model),
-        tokenizer=tokenizer_fingerprint(tok),
-        corpus=corpus.digest,
-        token_budget=options.token_budget,
-        max_length=options.max_length,
-        compute_dtype=str(forward_dtype(model, options.bf16)).removeprefix("torch."),
-    )
-    return {layer: StatisticKey(module=adapter.mlp_out_name(layer), layer=layer, **common) for layer in layers}
+    return keys_for_identity(ModelIdentity.of(model, tok), layers, corpus, options)
 
 
 def second_moments(

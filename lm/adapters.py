@@ -100,7 +100,12 @@ ADAPTERS: dict[str, ArchAdapter] = {
 
 
 def adapter_for(model: nn.Module) -> ArchAdapter:
-    model_type = getattr(model.config, "model_type", None)
+    return adapter_for_type(getattr(model.config, "model_type", None))
+
+
+def adapter_for_type(model_type: str | None) -> ArchAdapter:
+    """The adapter for a `config.model_type`, with no model object needed (the covariance
+    cache lookup builds module names from `config.json` alone)."""
     try:
         return ADAPTERS[model_type]
     except KeyError:

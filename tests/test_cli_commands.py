@@ -16,6 +16,7 @@ from data.batches import same_and_distinct_subject_sets
 from data.benchmarks import load_benchmark
 from data.relation_names import counterfact_relation_names
 from data.relations import infer_relations
+from editors.hparams import load_hparams
 from experiments.commands import akd, bench, stress
 from experiments.commands.akd import APP_C_TEMPLATES, composition_batches, high_similarity_entries
 from experiments.commands.sweep import Job, line_up
@@ -53,6 +54,11 @@ def report_of(args: list[str], tmp_path) -> dict:
     return report
 
 
+def memit_last_layer() -> int:
+    """l* of MEMIT's llama defaults (the tiny model is a llama with enough layers)."""
+    return load_hparams("memit", "llama").last_layer
+
+
 def test_same_subject_pairs_labelled_batches_and_adds_natural_groups(tiny, tmp_path):
     report = report_of(["stress", "same-subject", "--editors", "unedited", "--batch-sizes", "3,1",
                         "--natural", "4"], tmp_path)
@@ -63,7 +69,7 @@ def test_same_subject_pairs_labelled_batches_and_adds_natural_groups(tiny, tmp_p
     assert [run["batch_size"] for run in runs] == [1, 1, 3, 3, 4]
     # The twins hold the same records; the same-subject one renamed them.
     assert runs[2]["record_indices"] == runs[3]["record_indices"]
-    assert {entry["layer"] for entry in analyses["akd"]} == {8}
+    assert {entry["layer"] for entry in analyses["akd"]} == {memit_last_layer()}
     assert [entry["akd"] is None for entry in analyses["akd"]] == [True, True, False, False, False]
 
 
@@ -105,14 +111,15 @@ def test_akd_reports_layers_correlations_and_batch_compositions(tiny, tmp_path):
               "template 2, same subject", "template 2, distinct subjects"]
     assert analyses["run_labels"] == labels
     assert [batch["label"] for batch in analyses["akd_batches"]] == labels
-    assert {entry["layer"] for entry in analyses["akd"]} == {1, 4, 8}  # 8: MEMIT's last layer
+    layers = (1, 4, memit_last_layer())  # the asked layers and MEMIT's last one
+    assert {entry["layer"] for entry in analyses["akd"]} == set(layers)
     akd_at = {(entry["run_index"], entry["layer"]): entry["akd"] for entry in analyses["akd"]}
     # "{subject}'s ..." puts one shared subject first, so every key at its last token coincides.
-    assert [akd_at[(5, layer)] for layer in (1, 4, 8)] == [0.0, 0.0, 0.0]
-    assert all(akd_at[(6, layer)] > 0 for layer in (1, 4, 8))
+    assert [akd_at[(5, layer)] for layer in layers] == [0.0, 0.0, 0.0]
+    assert all(akd_at[(6, layer)] > 0 for layer in layers)
     assert [entry["y"] for entry in analyses["correlations"]] == [
         "unedited Eff (token acc.)", "unedited Eff score P(new)>P(old)"]
-    assert {entry["x"] for entry in analyses["correlations"]} == {"AKD at layer 8"}
+    assert {entry["x"] for entry in analyses["correlations"]} == {f"AKD at layer {memit_last_layer()}"}
     assert "high_similarity_samples" not in analyses  # no retrieval editor ran
 
 

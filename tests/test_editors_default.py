@@ -1,6 +1,6 @@
 """MEMIT on the embedded default model: a batch of 10 CounterFact test edits takes, and undoes.
 
-Loads SmolLM2-135M; the covariance (100k corpus tokens, layers 2–8) is computed once (~1 min)
+Loads SmolLM2-135M; the covariance (100k corpus tokens, the default edit layers) is computed once (~1 min)
 and then read from the cache root.
 """
 

@@ -6,8 +6,10 @@ import json
 import time
 
 import click
+import torch
 from rich.table import Table
 
+from covariance.cache_hit import LocalModel, cached_second_moments, remember_identity
 from covariance.collect import CollectOptions
 from covariance.corpus import DEFAULT_CORPUS, CorpusError, load_corpus
 from covariance.distributed import current_rank
@@ -16,6 +18,8 @@ from editors.hparams import parse_layers
 from experiments.console import console, fail, progress_bar
 from lm.embedded import ModelNotAvailable
 from lm.loading import load
+
+LOAD_DTYPE = torch.float32  # the statistics' model; the memoised identity is per load dtype
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -53,15 +57,25 @@ def covariance_command(model_name, layers, tokens, corpus, max_length, batch_siz
         fail("--max-length must be at least 2 and --batch-size at least 1.")
     rank = current_rank()
     out = console(quiet or as_json or not rank.is_main)
+    options = CollectOptions(token_budget=tokens, max_length=max_length,
+                             batch_size=batch_size, bf16=dtype == "bf16")
     try:
         text = load_corpus(corpus)
-        model, tok = load(model_name)
-        check_layers(model, layer_list)
-        options = CollectOptions(token_budget=tokens, max_length=max_length,
-                                 batch_size=batch_size, bf16=dtype == "bf16")
+        local = LocalModel.find(model_name)  # its files' snapshot must precede the load
         started = time.perf_counter()
-        with progress_bar(out, "key statistics", "tok") as update:
-            stats = second_moments(model, tok, layer_list, text, options, progress=update, rank=rank)
+        # A cache hit needs the cache keys, not the model. Under torchrun every rank takes the
+        # full path, so no rank can skip a collective that another rank enters.
+        stats = None
+        if local is not None and rank.world == 1:
+            stats = cached_second_moments(local, layer_list, text, options, LOAD_DTYPE)
+        if stats is None:
+            model, tok = load(model_name, dtype=LOAD_DTYPE)
+            check_layers(model, layer_list)
+            if local is not None and rank.is_main:
+                remember_identity(local, model, tok, LOAD_DTYPE)
+            started = time.perf_counter()
+            with progress_bar(out, "key statistics", "tok") as update:
+                stats = second_moments(model, tok, layer_list, text, options, progress=update, rank=rank)
         seconds = time.perf_counter() - started
     except (ModelNotAvailable, CorpusError, LayerRangeError) as error:
         fail(str(error))

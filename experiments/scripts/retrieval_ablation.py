@@ -4,10 +4,12 @@ with vs without the shared query-key MLP.
     python -m experiments.scripts.retrieval_ablation [--edits 100] [--seed 0] [--out FILE]
         [--variant NAME=PATH ...]
 
-Default variants: the shipped MedREK, and the two ablation networks trained with the commands
-in retrieval/README.md (their best checkpoints under $EDITSCOPE_CACHE/retrieval-runs/). Besides
-the scores, "prompt tokens alike" is the mean pairwise cosine similarity between the T prompt
-tokens of one edit (1.0: all T identical, as with the published single key/value attention).
+Default variants: the shipped MedREK; the same network with its T prompt tokens replaced by
+their mean (what the published single key/value attention yields: T identical tokens); and the
+ablation networks trained with the commands in retrieval/README.md, when their best checkpoints
+exist under $EDITSCOPE_CACHE/retrieval-runs/ (a missing one is named and skipped). Besides the
+scores, "prompt tokens alike" is the mean pairwise cosine similarity between the T prompt tokens
+of one edit (1.0: all T identical).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import click
 import torch
 import torch.nn.functional as F
+from torch import nn
 from rich.table import Table
 
 from data.batches import unconfounded_batch, validate_batch
@@ -31,13 +34,43 @@ from retrieval.encoder import KnowledgeEncoder
 from retrieval.evaluation import distinct_key_share, evaluate_batch, unedited_locality_argmax
 
 
-def default_variants() -> dict[str, str]:
+SAME_TOKENS = "MedREK, T prompt tokens made identical (their mean)"
+
+
+def trained_ablations() -> dict[str, Path]:
     runs = cache_root() / "retrieval-runs"
     return {
-        "MedREK": "medrek",
-        "without attention (MLP prompt encoder)": str(runs / "medrek-mlp" / "best.safetensors"),
-        "without shared query-key MLP": str(runs / "medrek-separate" / "best.safetensors"),
+        "without attention (MLP prompt encoder)": runs / "medrek-mlp" / "best.safetensors",
+        "without shared query-key MLP": runs / "medrek-separate" / "best.safetensors",
     }
+
+
+class IdenticalPromptTokens(nn.Module):
+    """A prompt encoder whose T output tokens are all the mean of the wrapped encoder's: the
+    published single key/value attention gives T identical tokens (ALGORITHMS.md §9); this asks
+    what a trained network loses when its tokens cannot differ."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        prompts = self.inner(*args, **kwargs)
+        return prompts.mean(dim=1, keepdim=True).expand_as(prompts)
+
+
+def default_editors(encoder, terminal) -> dict:
+    editors = {"MedREK": RetrievalEditor.from_checkpoint("medrek", encoder)}
+    same = RetrievalEditor.from_checkpoint("medrek", encoder)
+    same.network.prompt_encoder = IdenticalPromptTokens(same.network.prompt_encoder)
+    editors[SAME_TOKENS] = same
+    for name, path in trained_ablations().items():
+        if path.is_file():
+            editors[name] = RetrievalEditor.from_checkpoint(str(path), encoder)
+        else:
+            terminal.print(f"[yellow]skipped {name}[/yellow]: {path} not found (train it with the command "
+                           "in retrieval/README.md).")
+    return editors
 
 
 @click.command()
@@ -50,11 +83,14 @@ def main(edits: int, seed: int, benchmark: str, out: Path | None, variants: tupl
     terminal = console()
     model, tok = load("default")
     encoder = KnowledgeEncoder.load("default", device=model.device)
-    sources = dict(item.split("=", 1) for item in variants) or default_variants()
     try:
-        editors = {name: RetrievalEditor.from_checkpoint(path, encoder) for name, path in sources.items()}
+        if variants:
+            sources = dict(item.split("=", 1) for item in variants)
+            editors = {name: RetrievalEditor.from_checkpoint(path, encoder) for name, path in sources.items()}
+        else:
+            editors = default_editors(encoder, terminal)
     except (CheckpointError, ValueError) as error:
-        fail(f"{error} (train the ablations with the commands in retrieval/README.md)")
+        fail(str(error))
     checked = validate_batch(unconfounded_batch(load_benchmark(benchmark, "test"), edits, seed))
     requests = list(checked.requests)
     terminal.print(f"[bold]{benchmark} test, {len(requests)} edits (seed {seed})[/bold]: {checked.ceiling.sentence}")

@@ -65,7 +65,8 @@ def cell(value) -> str:
 
 
 def locality_scores(scorer, requests):
-    probes = [probe for r in requests for probe in r.locality["default"]]
+    """Scores of every locality probe of `requests`, all groups (CounterFact has one, MedCF++ four)."""
+    probes = [probe for r in requests for group in r.locality.values() for probe in group]
     return scorer.score([p.prompt for p in probes], [p.ground_truth for p in probes])
 
 
