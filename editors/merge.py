@@ -15,14 +15,13 @@ several facts converges more slowly than a vector per fact.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from editors.keys import request_keys
 from editors.kv_editor import EditBatch
 from editors.memit import MemitEditor
-from editors.values import ValueOptions, ValueResult, optimise_values
+from editors.value_cache import ValueCache, optimise_reusing
+from editors.values import ValueOptions, ValueResult, combine_results
 from lm.adapters import ArchAdapter
 
 
@@ -35,8 +34,10 @@ class MergeEditor(MemitEditor):
         keys, _ = request_keys(model, batch.sites, [self.hparams.last_layer])
         return key_distance_groups(keys[self.hparams.last_layer], self.hparams.key_distance_threshold)
 
-    def optimise(self, model, adapter: ArchAdapter, batch: EditBatch, groups) -> ValueResult:
-        """Singletons with MEMIT's budget, merged groups with the shared budget; one result."""
+    def optimise(self, model, adapter: ArchAdapter, batch: EditBatch, groups,
+                 cache: ValueCache | None) -> ValueResult:
+        """Singletons with MEMIT's budget (so MEMIT's cached values serve them), merged groups
+        with the shared budget; one result."""
         hp = self.hparams
         shared_options = ValueOptions.from_hparams(
             hp, steps=hp.shared_v_num_grad_steps, lr=hp.shared_v_lr, clamp_factor=hp.shared_clamp_norm_factor
@@ -47,8 +48,8 @@ class MergeEditor(MemitEditor):
             (shared_options, [g for g, members in enumerate(groups) if len(members) > 1]),
         ):
             if chosen:
-                result = optimise_values(
-                    model, hp.last_layer, batch.sites, batch.essence, batch.targets,
+                result = optimise_reusing(
+                    cache, model, hp.last_layer, batch.sites, batch.essence, batch.targets,
                     [groups[g] for g in chosen], self.value_sites(adapter), options, self.progress,
                 )
                 parts.append((chosen, result))
@@ -94,24 +95,3 @@ def key_distance_groups(keys: torch.Tensor, threshold: float) -> list[list[int]]
         components.setdefault(root(index), []).append(index)
     return sorted(components.values(), key=lambda members: members[0])
 
-
-def combine_results(parts: list[tuple[list[int], ValueResult]], n_groups: int) -> ValueResult:
-    """Put the results of separately optimised subsets of the groups back in group order."""
-    first = parts[0][1]
-
-    def scatter(get, fill: float, dtype=None) -> torch.Tensor:
-        sample = get(first)
-        out = torch.full((n_groups, *sample.shape[1:]), fill, dtype=dtype or sample.dtype)
-        for chosen, result in parts:
-            out[chosen] = get(result)
-        return out
-
-    return dataclasses.replace(
-        first,
-        initial={s: scatter(lambda r, s=s: r.initial[s], 0.0) for s in first.sites},
-        deltas={s: scatter(lambda r, s=s: r.deltas[s], 0.0) for s in first.sites},
-        loss=scatter(lambda r: r.loss, float("nan")),
-        nll=scatter(lambda r: r.nll, float("nan")),
-        updates=scatter(lambda r: r.updates, 0),
-        seconds=sum(result.seconds for _, result in parts),
-    )

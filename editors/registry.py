@@ -44,11 +44,13 @@ def make_editor(
     covariance: CovarianceSource | None = None,
     progress: Progress | None = None,
     cache_root: Path | None = None,
+    reuse_values: bool = True,
 ):
     """The editor `name` with its defaults for `model`'s family and `overrides` on top.
 
     `covariance` replaces the default corpus statistics (key–value editors only); `cache_root`
-    redirects the editor's own caches (context prefixes, default covariance).
+    redirects the editor's own caches (context prefixes, default covariance, optimised values);
+    `reuse_values=False` makes a key–value editor optimise every value itself (for timing).
     """
     key = name.strip().lower().replace("-", "_")
     if key not in EDITORS:
@@ -57,4 +59,5 @@ def make_editor(
     hparams.check_fits(adapter_for(model).num_layers(model))
     if key == "ft_l":
         return FtEditor(hparams, progress=progress)
-    return EDITORS[key](hparams, covariance=covariance, progress=progress, cache_root=cache_root)
+    return EDITORS[key](hparams, covariance=covariance, progress=progress, cache_root=cache_root,
+                        reuse_values=reuse_values)

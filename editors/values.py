@@ -23,6 +23,7 @@ equals optimising each group alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -80,11 +81,54 @@ class ValueResult:
     loss: torch.Tensor  # [G] last measured loss (mean member loss + decay)
     nll: torch.Tensor  # [G] mean member NLL at that point
     updates: torch.Tensor  # [G] Adam steps the group took
-    seconds: float
+    seconds: float  # time spent in this call (through the value cache: lookups and writes too)
+    reused_groups: int = 0  # groups taken from `editors.value_cache` instead of optimised now
+    reused_seconds: float = 0.0  # what those groups cost when they were optimised
 
     def targets(self, site: str) -> torch.Tensor:
         """z = h_0 + δ at `site`, [G, d]."""
         return self.initial[site] + self.deltas[site]
+
+    def group(self, index: int) -> "ValueResult":
+        """Group `index` alone, as a one-group result (its `seconds` are left to the caller)."""
+        pick = slice(index, index + 1)
+        return dataclasses.replace(
+            self,
+            initial={s: h0[pick].clone() for s, h0 in self.initial.items()},
+            deltas={s: d[pick].clone() for s, d in self.deltas.items()},
+            loss=self.loss[pick].clone(),
+            nll=self.nll[pick].clone(),
+            updates=self.updates[pick].clone(),
+            seconds=0.0,
+            reused_groups=0,
+            reused_seconds=0.0,
+        )
+
+
+def combine_results(parts: Sequence[tuple[Sequence[int], ValueResult]], n_groups: int) -> ValueResult:
+    """Put the results of separately optimised (or reused) subsets of the groups back in group
+    order; `parts` pairs each result with the group indices its rows stand for. Seconds and
+    reuse counts add up."""
+    first = parts[0][1]
+
+    def scatter(get, fill: float) -> torch.Tensor:
+        sample = get(first)
+        out = torch.full((n_groups, *sample.shape[1:]), fill, dtype=sample.dtype)
+        for chosen, result in parts:
+            out[list(chosen)] = get(result)
+        return out
+
+    return dataclasses.replace(
+        first,
+        initial={s: scatter(lambda r, s=s: r.initial[s], 0.0) for s in first.sites},
+        deltas={s: scatter(lambda r, s=s: r.deltas[s], 0.0) for s in first.sites},
+        loss=scatter(lambda r: r.loss, float("nan")),
+        nll=scatter(lambda r: r.nll, float("nan")),
+        updates=scatter(lambda r: r.updates, 0),
+        seconds=sum(result.seconds for _, result in parts),
+        reused_groups=sum(result.reused_groups for _, result in parts),
+        reused_seconds=sum(result.reused_seconds for _, result in parts),
+    )
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from data.validation import validate_batch
 from editors.protocol import EditRequest, Editor, validate_requests
@@ -99,7 +99,8 @@ class _Run:
             finally:
                 scored = time.perf_counter()
                 applied.undo()
-            timings.append(StepTiming(edited - began, scored - edited, time.perf_counter() - scored))
+            timings.append(StepTiming(edited - began, scored - edited, time.perf_counter() - scored,
+                                      reused_seconds=_reused_seconds(applied)))
             if progress:
                 progress(number, len(self.batches))
         self._check_restored()
@@ -119,7 +120,8 @@ class _Run:
                 edited = time.perf_counter()
                 edited_so_far.extend(batch)
                 steps.append(self._score(number, live[-1], batch, edited_so_far))
-                timings.append(StepTiming(edited - began, time.perf_counter() - edited, 0.0))
+                timings.append(StepTiming(edited - began, time.perf_counter() - edited, 0.0,
+                                          reused_seconds=_reused_seconds(live[-1])))
                 if progress:
                     progress(number, len(self.batches))
         finally:
@@ -195,6 +197,15 @@ def _batches(count: int, batch_size: int) -> list[list[int]]:
             f"{count} edits in the set."
         )
     return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+
+
+def _reused_seconds(applied: Any) -> float:
+    """The original cost of the values an editor reused (`info["seconds"]["values_reused"]` of
+    the key–value editors); 0.0 for editors that report no such thing."""
+    info = getattr(applied, "info", None)
+    seconds = info.get("seconds") if isinstance(info, Mapping) else None
+    reused = seconds.get("values_reused", 0.0) if isinstance(seconds, Mapping) else 0.0
+    return float(reused or 0.0)
 
 
 def _validation(requests: Sequence[EditRequest]) -> Validation:

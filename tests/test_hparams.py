@@ -45,8 +45,8 @@ def test_reference_values_for_gpt2_and_gptj():
 @pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "gemma"])
 def test_llama_family_shares_one_table(model_type):
     hparams = load_hparams("memit", model_type)
-    assert hparams.layers == tuple(range(2, 9))
-    assert hparams.mom2_update_weight == 1500.0
+    assert hparams.layers == tuple(range(3, 8))
+    assert hparams.mom2_update_weight == 3000.0
     assert hparams.clamp_norm_factor == 4.0 and hparams.v_weight_decay == 1e-3
 
 

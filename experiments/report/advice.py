@@ -156,7 +156,7 @@ def _best_average(rows: Sequence[ResultRow]) -> Bullet:
 
 
 def _edit_seconds_per_edit(row: ResultRow) -> float:
-    return row.run.timings.edit_seconds / max(1, len(row.run.record_indices))
+    return row.run.timings.edit_cost_seconds / max(1, len(row.run.record_indices))
 
 
 def _fastest(rows: Sequence[ResultRow]) -> Bullet:

@@ -2,7 +2,9 @@
 decimals, empty cells for missing values, one row per run (per step for sequential runs).
 
 Columns are the same for every report except the locality groups present (`loc_td` ... or
-`loc_default`), so files from several reports can be stacked.
+`loc_default`), so files from several reports can be stacked. `edit_seconds` is what the edit
+cost: measured wall time plus `edit_reused_seconds`, the original cost of value vectors reused
+from the cache (subtract it for the time measured in this run).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def results_csv(report: Report) -> str:
         "run", "editor", "label", "benchmark", "mode", "batch_size", "step", "edits",
         "eff_token_acc", "eff_score_p_new_gt_p_old", "gen_token_acc", "gen_score_p_new_gt_p_old",
         *(f"loc_{group}" for group in groups), "loc_mean", "fluency", "avg",
-        "ppl_before", "ppl_after", "edit_seconds", "scoring_seconds", "ceiling_efficacy",
+        "ppl_before", "ppl_after", "edit_seconds", "edit_reused_seconds", "scoring_seconds",
+        "ceiling_efficacy",
         *(f"retrieval_{outcome}" for outcome in RETRIEVAL_OUTCOMES),
     ]
     buffer = io.StringIO()
@@ -41,7 +44,7 @@ def results_csv(report: Report) -> str:
                 *(result.locality.get(group) for group in groups),
                 result.locality_mean, result.health.fluency, result.average,
                 row.perplexity_before, result.health.perplexity_after,
-                row.edit_seconds, row.scoring_seconds, row.ceiling_efficacy,
+                row.edit_seconds, row.reused_seconds, row.scoring_seconds, row.ceiling_efficacy,
                 *(None if retrieval is None else getattr(retrieval, outcome)
                   for outcome in RETRIEVAL_OUTCOMES),
             )),

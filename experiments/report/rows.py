@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from experiments.records import Aggregate, RetrievalSummary, RunRecord, StepResult
+from experiments.records import Aggregate, RetrievalSummary, RunRecord, StepResult, StepTiming
 from experiments.report.formatting import group_order
 
 
@@ -28,7 +28,8 @@ class ResultRow:
     requests: int  # edits scored in this row
     aggregate: Aggregate
     perplexity_before: float | None
-    edit_seconds: float
+    edit_seconds: float  # measured, plus the original cost of reused values (run order aside)
+    reused_seconds: float  # the part of `edit_seconds` that reused values cost earlier
     scoring_seconds: float
     ceiling_efficacy: float  # lowest validator ceiling among the scored batches (1.0: no limit)
     ceiling_locality: Mapping[str, float]
@@ -53,12 +54,9 @@ def result_rows(runs: Sequence[RunRecord], labels: Sequence[str | None]) -> tupl
     for number, (run, label) in enumerate(zip(runs, labels), start=1):
         if run.mode == "sequential":
             for step, timing in zip(run.steps, run.timings.steps):
-                rows.append(_row(number, run, label, step.step, step.aggregate, [step],
-                                 timing.edit_seconds, timing.scoring_seconds))
+                rows.append(_row(number, run, label, step.step, step.aggregate, [step], [timing]))
         else:
-            rows.append(_row(number, run, label, None, run.aggregate, run.steps,
-                             run.timings.edit_seconds,
-                             sum(timing.scoring_seconds for timing in run.timings.steps)))
+            rows.append(_row(number, run, label, None, run.aggregate, run.steps, run.timings.steps))
     return tuple(rows)
 
 
@@ -71,7 +69,7 @@ def final_rows(rows: Sequence[ResultRow]) -> tuple[ResultRow, ...]:
 
 
 def _row(number: int, run: RunRecord, label: str | None, step: int | None, result: Aggregate,
-         steps: Sequence[StepResult], edit_seconds: float, scoring_seconds: float) -> ResultRow:
+         steps: Sequence[StepResult], timings: Sequence[StepTiming]) -> ResultRow:
     validations = [s.validation for s in steps]
     ceiling_locality: dict[str, float] = {}
     for validation in validations:
@@ -83,7 +81,9 @@ def _row(number: int, run: RunRecord, label: str | None, step: int | None, resul
         run=run, run_number=number, name=run_name(run, label), editor=run.editor, label=label,
         benchmark=run.dataset.benchmark, mode=run.mode, batch_size=run.batch_size, step=step,
         requests=result.requests, aggregate=result, perplexity_before=run.perplexity_before,
-        edit_seconds=edit_seconds, scoring_seconds=scoring_seconds,
+        edit_seconds=sum(timing.edit_cost_seconds for timing in timings),
+        reused_seconds=sum(timing.reused_seconds for timing in timings),
+        scoring_seconds=sum(timing.scoring_seconds for timing in timings),
         ceiling_efficacy=min(v.ceiling_efficacy for v in validations),
         ceiling_locality=ceiling_locality,
         ceiling_sentences=tuple(dict.fromkeys(limited)),
