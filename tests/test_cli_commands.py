@@ -74,7 +74,8 @@ def test_same_subject_pairs_labelled_batches_and_adds_natural_groups(tiny, tmp_p
 
 
 def test_key_token_override_reaches_key_value_editors_only(tiny):
-    lineup = line_up(("memit", "ft_l"), *tiny, Console(quiet=True), {"key_token": "prompt_last"})
+    model, _ = tiny
+    lineup = line_up(("memit", "ft_l"), model, Console(quiet=True), {"key_token": "prompt_last"})
     assert list(lineup) == ["unedited", "memit", "ft_l"]
     assert lineup["memit"].hparams.key_token == "prompt_last"
     assert not hasattr(lineup["ft_l"].hparams, "key_token")

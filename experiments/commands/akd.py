@@ -28,14 +28,15 @@ from data.relation_names import RelationNames, counterfact_relation_names
 from data.relations import infer_relations
 from editors.hparams import load_hparams, parse_layers
 from editors.protocol import EditRequest, Editor
-from experiments.commands.common import model_option, output_options, publish, seed_option, usage_errors
-from experiments.commands.compare import BENCHMARK_HELP, requested_editors
+from experiments.commands.common import usage_errors
+from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.stress import SPLIT_HELP, subject_pair
-from experiments.commands.sweep import Job, editors_option, job_akd_entries, line_up, run_jobs, scoring_options
-from experiments.console import console, fail
+from experiments.commands.sweep import Job, job_akd_entries, line_up, run_jobs
+from experiments.commands.sweep_options import SweepArguments, sweep_options
+from experiments.console import fail
 from experiments.discovery import RETRIEVAL_EDITORS
 from experiments.edit_sets import edit_set_of
-from experiments.records import RunRecord, Settings
+from experiments.records import RunRecord
 from experiments.report import correlation_entry
 from experiments.report.formatting import fixed, percent
 from lm.loading import load
@@ -166,34 +167,27 @@ def knowledge_keys(editor: Editor) -> Callable[[Sequence[EditRequest]], torch.Te
                    "for the model's family).")
 @click.option("--batch", "batch_size", type=int, default=20, show_default=True,
               help="Edits per batch, one per relation (at most 24 for CounterFact).")
-@editors_option(default="memit")
-@scoring_options
-@model_option
-@seed_option
-@output_options
-def akd_command(benchmark, split, layer_text, batch_size, editor_list, fluency_prompts, fluency_tokens,
-                perplexity_tokens, model_name, seed, quiet, as_json, reports_dir):
+@sweep_options(default_editors="memit")
+def akd_command(benchmark, split, layer_text, batch_size, sweep: SweepArguments):
     """AKD per layer of batches with 0–100% shared subjects and in App. C's templates, each
     edited in batch mode, and the Spearman correlation of AKD with efficacy."""
     if batch_size < 2:
         fail(f"--batch must be at least 2 edits, since AKD is a distance between pairs, not {batch_size}.")
     layers = _layers(layer_text) if layer_text is not None else None
-    names = requested_editors(editor_list)
+    names = sweep.editor_names()
     rank = current_rank()
-    out = console(quiet or as_json or not rank.is_main)
+    out = sweep.console(rank)
     with usage_errors():
-        settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
-                            perplexity_tokens=perplexity_tokens)
-        batches = experiment_batches(benchmark, split, batch_size, seed)
-        model, tok = load(model_name)
+        batches = experiment_batches(benchmark, split, batch_size, sweep.seed)
+        model, tok = load(sweep.model_name)
         memit_layers = load_hparams("memit", model.config.model_type).layers
         layers = tuple(check_layers(model, layers)) if layers is not None else memit_layers
-        lineup = line_up(names, model, tok, out)
+        lineup = line_up(names, model, out)
         label = batches[0].requests[0].metadata.get("benchmark", benchmark)
-        edit_sets = [edit_set_of(batch.requests, label, seed) for batch in batches]
+        edit_sets = [edit_set_of(batch.requests, label, sweep.seed) for batch in batches]
         jobs = [Job(name, edits, batch_size, label=batch.label)
                 for name in lineup for batch, edits in zip(batches, edit_sets)]
-        records = run_jobs(jobs, lineup, model, tok, settings, rank, out)
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out)
         if records is None:
             return
         layer_of = {name: last_edited_layer(editor, memit_layers[-1]) for name, editor in lineup.items()}
@@ -202,15 +196,13 @@ def akd_command(benchmark, split, layer_text, batch_size, editor_list, fluency_p
     correlations = akd_correlations(jobs, records, akd, layer_of)
     out.print(akd_table(batches, jobs, records, akd, layers))
     out.print(correlation_table(correlations))
-    arguments = dict(benchmark=benchmark, split=split, layers=layer_text, batch=batch_size, editors=editor_list,
-                     model=model_name, seed=seed, fluency_prompts=fluency_prompts,
-                     fluency_tokens=fluency_tokens, perplexity_tokens=perplexity_tokens)
     analyses = {"run_labels": [job.label for job in jobs], "akd": akd, "correlations": correlations,
                 "akd_batches": [batch.describe() for batch in batches],
                 "akd_layers": {"reported": list(layers), "correlated": layer_of}}
     if high_similarity:
         analyses["high_similarity_samples"] = high_similarity
-    publish("akd", arguments, records, out, reports_dir, as_json, analyses)
+    sweep.publish("akd", dict(benchmark=benchmark, split=split, layers=layer_text, batch=batch_size),
+                  records, out, analyses)
 
 
 def akd_table(batches: Sequence[CompositionBatch], jobs: Sequence[Job], records: Sequence[RunRecord],

@@ -13,13 +13,10 @@ import click
 
 from covariance.distributed import current_rank
 from data.benchmarks import BENCHMARKS
-from experiments.commands.common import model_option, output_options, publish, seed_option, usage_errors
-from experiments.commands.compare import requested_editors
-from experiments.commands.sweep import (
-    batch_size_jobs, batch_sizes_of, editors_option, line_up, run_jobs, scoring_options, sweep_edits,
-)
-from experiments.console import console, fail
-from experiments.records import Settings
+from experiments.commands.common import usage_errors
+from experiments.commands.sweep import batch_size_jobs, batch_sizes_of, line_up, run_jobs, sweep_edits
+from experiments.commands.sweep_options import SweepArguments, sweep_options
+from experiments.console import fail
 from experiments.tables import comparison_table
 from lm.loading import load
 
@@ -40,39 +37,29 @@ def bench_command() -> None:
 @click.option("--edits", type=click.IntRange(min=1), default=None,
               help="Edits drawn per benchmark (test split) and edited at every batch size "
                    "(default: the largest batch size).")
-@editors_option()
-@scoring_options
-@model_option
-@seed_option
-@output_options
-def medical_command(benchmark_text, batch_text, edits, editor_list, fluency_prompts, fluency_tokens,
-                    perplexity_tokens, model_name, seed, quiet, as_json, reports_dir):
+@sweep_options()
+def medical_command(benchmark_text, batch_text, edits, sweep: SweepArguments):
     """Every editor on MedCF, MedCF++ and MedVersa (or those named) at every batch size: one
     table per benchmark and batch size, one report."""
     sizes = batch_sizes_of(batch_text, "--batch")
     benchmarks = medical_benchmarks(benchmark_text)
-    names = requested_editors(editor_list)
+    names = sweep.editor_names()
     rank = current_rank()
-    out = console(quiet or as_json or not rank.is_main)
+    out = sweep.console(rank)
     with usage_errors():
-        settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
-                            perplexity_tokens=perplexity_tokens)
-        edit_sets = [sweep_edits(benchmark, sizes, edits, seed, None, "--batch") for benchmark in benchmarks]
-        model, tok = load(model_name)
-        lineup = line_up(names, model, tok, out)
+        edit_sets = [sweep_edits(benchmark, sizes, edits, sweep.seed, None, "--batch") for benchmark in benchmarks]
+        model, tok = load(sweep.model_name)
+        lineup = line_up(names, model, out)
         jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
-        records = run_jobs(jobs, lineup, model, tok, settings, rank, out)
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out)
     if records is None:
         return
     for edit_set in edit_sets:
         where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or edit_set.dataset.file})"
         for size in sizes:
             mine = [record for job, record in zip(jobs, records) if job.edits is edit_set and job.batch_size == size]
-            out.print(comparison_table(mine, f"{where}: {len(edit_set.requests)} edits, batch {size}, seed {seed}"))
-    arguments = dict(benchmark=benchmark_text, batch=list(sizes), edits=edits, editors=editor_list,
-                     model=model_name, seed=seed, fluency_prompts=fluency_prompts,
-                     fluency_tokens=fluency_tokens, perplexity_tokens=perplexity_tokens)
-    publish("bench medical", arguments, records, out, reports_dir, as_json)
+            out.print(comparison_table(mine, f"{where}: {len(edit_set.requests)} edits, batch {size}, seed {sweep.seed}"))
+    sweep.publish("bench medical", dict(benchmark=benchmark_text, batch=list(sizes), edits=edits), records, out)
 
 
 def medical_benchmarks(text: str) -> tuple[str, ...]:

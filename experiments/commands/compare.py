@@ -6,7 +6,7 @@ import click
 
 from experiments.commands.common import model_option, output_options, publish, seed_option, usage_errors
 from experiments.console import console, fail, progress_bar
-from experiments.discovery import REGISTRIES, build_editor, discover_editors
+from experiments.discovery import EDITOR_NAMES, build_editor, discover_editors
 from experiments.edit_sets import draw_edits
 from experiments.harness import run_batch
 from experiments.identity import IdentityEditor
@@ -18,7 +18,7 @@ BENCHMARK_HELP = "medcfpp, medcf, medversa, counterfact, zsre, or a path to a JS
 
 
 def known_editor_names() -> tuple[str, ...]:
-    return (IdentityEditor.name, *dict.fromkeys(n for names in REGISTRIES.values() for n in names))
+    return (IdentityEditor.name, *EDITOR_NAMES)
 
 
 def requested_editors(text: str) -> tuple[str, ...] | None:
@@ -32,15 +32,15 @@ def requested_editors(text: str) -> tuple[str, ...] | None:
     return names
 
 
-def line_up(names: tuple[str, ...] | None, model, tok, out):
+def line_up(names: tuple[str, ...] | None, model, out):
     """The editors to run, the unedited reference always first."""
     if names is None:
-        lineup = discover_editors(model, tok)
+        lineup = discover_editors(model)
         for name, why in lineup.unavailable.items():
             out.print(f"[yellow]skipped {name}[/yellow]: {why}")
         return list(lineup.editors)
     editors = [IdentityEditor()]
-    editors += [build_editor(name, model, tok) for name in names if name != IdentityEditor.name]
+    editors += [build_editor(name, model) for name in names if name != IdentityEditor.name]
     return editors
 
 
@@ -71,7 +71,7 @@ def compare_command(editor_list, benchmark, split, batch_size, fluency_prompts, 
                             perplexity_tokens=perplexity_tokens)
         edits = draw_edits(benchmark, batch_size, seed, split)
         model, tok = load(model_name)
-        editors = line_up(names, model, tok, out)
+        editors = line_up(names, model, out)
         records = []
         for editor in editors:
             with progress_bar(out, f"{editor.name}", "batch") as update:

@@ -37,7 +37,7 @@ def edit_command(requests_file, editor_name, save_dir, key_threshold, force, mod
     with usage_errors():
         requests = load_benchmark(requests_file)
         model, tok = load(model_name)
-        editor = build_editor(editor_name, model, tok)
+        editor = build_editor(editor_name, model)
         hparams = getattr(editor, "hparams", None)
         collisions = same_subject_pairs(requests)
         if hparams is not None and hasattr(hparams, "layers"):

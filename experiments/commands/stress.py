@@ -19,15 +19,15 @@ from data.benchmarks import load_benchmark
 from data.relations import RelationIndex, infer_relations
 from editors.hparams import load_hparams
 from editors.protocol import EditRequest
-from experiments.commands.common import model_option, output_options, publish, seed_option, usage_errors
-from experiments.commands.compare import BENCHMARK_HELP, requested_editors
+from experiments.commands.common import usage_errors
+from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.sweep import (
-    Job, batch_size_jobs, batch_sizes_of, editors_option, job_akd_entries, line_up, run_jobs,
-    scoring_options, sweep_edits,
+    Job, batch_size_jobs, batch_sizes_of, job_akd_entries, line_up, run_jobs, sweep_edits,
 )
-from experiments.console import console, fail
+from experiments.commands.sweep_options import SweepArguments, sweep_options
+from experiments.console import fail
 from experiments.edit_sets import EditSet, draw_edits, edit_set_of
-from experiments.records import RunRecord, Settings
+from experiments.records import RunRecord
 from experiments.report import DISTINCT_SUBJECT, SAME_SUBJECT
 from experiments.report.formatting import fixed, percent
 from experiments.tables import comparison_table, sequential_table
@@ -51,13 +51,8 @@ def stress_command() -> None:
                    "default: each editor's own setting (subject_last).")
 @click.option("--natural", type=click.IntRange(min=0), default=100, show_default=True,
               help="Records in the extra batch of CounterFact's natural same-subject groups (0: skip it).")
-@editors_option()
-@scoring_options
-@model_option
-@seed_option
-@output_options
-def same_subject_command(batch_sizes, key_token, natural, editor_list, fluency_prompts, fluency_tokens,
-                         perplexity_tokens, model_name, seed, quiet, as_json, reports_dir):
+@sweep_options()
+def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments):
     """Efficacy on same- vs distinct-subject batches of CounterFact test records, per editor and
     batch size, plus one batch of natural same-subject groups.
 
@@ -66,29 +61,25 @@ def same_subject_command(batch_sizes, key_token, natural, editor_list, fluency_p
     survive shared subjects, and plots efficacy against batch size.
     """
     sizes = batch_sizes_of(batch_sizes, "--batch-sizes")
-    names = requested_editors(editor_list)
+    names = sweep.editor_names()
     rank = current_rank()
-    out = console(quiet or as_json or not rank.is_main)
+    out = sweep.console(rank)
     with usage_errors():
-        settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
-                            perplexity_tokens=perplexity_tokens)
-        edit_sets = subject_edit_sets(sizes, natural, seed)
-        model, tok = load(model_name)
+        edit_sets = subject_edit_sets(sizes, natural, sweep.seed)
+        model, tok = load(sweep.model_name)
         akd_layer = load_hparams("memit", model.config.model_type).last_layer
-        lineup = line_up(names, model, tok, out, {"key_token": key_token} if key_token else None)
+        lineup = line_up(names, model, out, {"key_token": key_token} if key_token else None)
         jobs = [Job(name, edits, len(edits.requests), label=label)
                 for name in lineup for label, edits in edit_sets]
-        records = run_jobs(jobs, lineup, model, tok, settings, rank, out)
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out)
         if records is None:
             return
         akd = job_akd_entries(jobs, model, tok, [akd_layer], key_token or "subject_last")
     out.print(same_subject_table(jobs, records, f"Same- vs distinct-subject efficacy, CounterFact test, "
-                                                f"seed {seed}, key token {key_token or 'editor default'}"))
-    arguments = dict(batch_sizes=list(sizes), key_token=key_token, natural=natural, editors=editor_list,
-                     model=model_name, seed=seed, fluency_prompts=fluency_prompts,
-                     fluency_tokens=fluency_tokens, perplexity_tokens=perplexity_tokens)
+                                                f"seed {sweep.seed}, key token {key_token or 'editor default'}"))
     analyses = {"run_labels": [job.label for job in jobs], "akd": akd}
-    publish("stress same-subject", arguments, records, out, reports_dir, as_json, analyses)
+    sweep.publish("stress same-subject", dict(batch_sizes=list(sizes), key_token=key_token, natural=natural),
+                  records, out, analyses)
 
 
 def subject_edit_sets(sizes: Sequence[int], natural: int, seed: int) -> list[tuple[str, EditSet]]:
@@ -148,35 +139,26 @@ def same_subject_table(jobs: Sequence[Job], records: Sequence[RunRecord], title:
               help="Batch sizes; every size edits the same drawn edits.")
 @click.option("--edits", type=click.IntRange(min=1), default=None,
               help="Edits drawn once and edited at every batch size (default: the largest batch size).")
-@editors_option()
-@scoring_options
-@model_option
-@seed_option
-@output_options
-def batch_sweep_command(benchmark, split, batch_sizes, edits, editor_list, fluency_prompts, fluency_tokens,
-                        perplexity_tokens, model_name, seed, quiet, as_json, reports_dir):
+@sweep_options()
+def batch_sweep_command(benchmark, split, batch_sizes, edits, sweep: SweepArguments):
     """Every editor's scores against batch size on one benchmark (MedREK Tables 2–3 shape)."""
     sizes = batch_sizes_of(batch_sizes, "--batch-sizes")
-    names = requested_editors(editor_list)
+    names = sweep.editor_names()
     rank = current_rank()
-    out = console(quiet or as_json or not rank.is_main)
+    out = sweep.console(rank)
     with usage_errors():
-        settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
-                            perplexity_tokens=perplexity_tokens)
-        edit_set = sweep_edits(benchmark, sizes, edits, seed, split, "--batch-sizes")
-        model, tok = load(model_name)
-        lineup = line_up(names, model, tok, out)
-        records = run_jobs(batch_size_jobs(lineup, edit_set, sizes), lineup, model, tok, settings, rank, out)
+        edit_set = sweep_edits(benchmark, sizes, edits, sweep.seed, split, "--batch-sizes")
+        model, tok = load(sweep.model_name)
+        lineup = line_up(names, model, out)
+        records = run_jobs(batch_size_jobs(lineup, edit_set, sizes), lineup, model, tok, sweep.settings, rank, out)
     if records is None:
         return
     where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or 'file'})"
     for size in sizes:
         out.print(comparison_table([r for r in records if r.batch_size == size],
-                                   f"{len(edit_set.requests)} edits from {where}, batch {size}, seed {seed}"))
-    arguments = dict(benchmark=benchmark, split=split, batch_sizes=list(sizes), edits=edits,
-                     editors=editor_list, model=model_name, seed=seed, fluency_prompts=fluency_prompts,
-                     fluency_tokens=fluency_tokens, perplexity_tokens=perplexity_tokens)
-    publish("stress batch-sweep", arguments, records, out, reports_dir, as_json)
+                                   f"{len(edit_set.requests)} edits from {where}, batch {size}, seed {sweep.seed}"))
+    sweep.publish("stress batch-sweep", dict(benchmark=benchmark, split=split, batch_sizes=list(sizes), edits=edits),
+                  records, out)
 
 
 @stress_command.command("sequential")
@@ -184,36 +166,27 @@ def batch_sweep_command(benchmark, split, batch_sizes, edits, editor_list, fluen
 @click.option("--batch", "batch_size", type=int, default=20, show_default=True, help="Edits per batch.")
 @click.option("--benchmark", default="counterfact", show_default=True, help=BENCHMARK_HELP)
 @click.option("--split", default=None, help=SPLIT_HELP)
-@editors_option()
-@scoring_options
-@model_option
-@seed_option
-@output_options
-def sequential_command(steps, batch_size, benchmark, split, editor_list, fluency_prompts, fluency_tokens,
-                       perplexity_tokens, model_name, seed, quiet, as_json, reports_dir):
+@sweep_options()
+def sequential_command(steps, batch_size, benchmark, split, sweep: SweepArguments):
     """Lifelong editing: batches applied without undoing, everything edited so far scored after
     each; one degradation table per editor."""
     if steps <= 0:
         fail(f"--steps must be a positive number of batches, not {steps}.")
     if batch_size <= 0:
         fail(f"--batch must be a positive number of edits, not {batch_size}.")
-    names = requested_editors(editor_list)
+    names = sweep.editor_names()
     rank = current_rank()
-    out = console(quiet or as_json or not rank.is_main)
+    out = sweep.console(rank)
     with usage_errors():
-        settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
-                            perplexity_tokens=perplexity_tokens)
-        edit_set = draw_edits(benchmark, steps * batch_size, seed, split)
-        model, tok = load(model_name)
-        lineup = line_up(names, model, tok, out)
+        edit_set = draw_edits(benchmark, steps * batch_size, sweep.seed, split)
+        model, tok = load(sweep.model_name)
+        lineup = line_up(names, model, out)
         jobs = [Job(name, edit_set, batch_size, mode="sequential") for name in lineup]
-        records = run_jobs(jobs, lineup, model, tok, settings, rank, out)
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out)
     if records is None:
         return
     for record in records:
         out.print(sequential_table(record, f"{record.editor}: {steps} sequential batches of {batch_size} "
-                                           f"from {edit_set.dataset.benchmark}, seed {seed}"))
-    arguments = dict(steps=steps, batch=batch_size, benchmark=benchmark, split=split, editors=editor_list,
-                     model=model_name, seed=seed, fluency_prompts=fluency_prompts,
-                     fluency_tokens=fluency_tokens, perplexity_tokens=perplexity_tokens)
-    publish("stress sequential", arguments, records, out, reports_dir, as_json)
+                                           f"from {edit_set.dataset.benchmark}, seed {sweep.seed}"))
+    sweep.publish("stress sequential", dict(steps=steps, batch=batch_size, benchmark=benchmark, split=split),
+                  records, out)

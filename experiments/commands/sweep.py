@@ -1,5 +1,6 @@
-"""What the sweep commands (`stress`, `bench`) share: the editor line-up, the scoring options,
-and running a list of (editor, edit set) jobs on one process or across torchrun ranks.
+"""What the sweep commands (`stress`, `bench`, `akd`) share: the editor line-up, and running a
+list of (editor, edit set) jobs on one process or across torchrun ranks (their common options
+are in `sweep_options`).
 
 Under `torchrun` (WORLD_SIZE > 1) every rank validates the same arguments, loads the model,
 builds the same line-up and the same job list, then runs a disjoint round-robin share of the
@@ -14,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-import click
 import torch.distributed as dist
 from rich.console import Console
 
@@ -55,22 +55,6 @@ class SweepFailed(RuntimeError):
     """A job failed on another rank (the message names the rank and the error)."""
 
 
-def editors_option(default: str = "all"):
-    return click.option("--editors", "editor_list", default=default, show_default=True,
-                        help="'all' or a comma-separated list, e.g. memit,memit_merge,ft_l "
-                             "(the unedited reference always runs too).")
-
-
-def scoring_options(function):
-    """--fluency-prompts, --fluency-tokens, --perplexity-tokens (as `compare` has them)."""
-    function = click.option("--perplexity-tokens", type=click.IntRange(min=0), default=Settings.perplexity_tokens,
-                            show_default=True, help="Held-out WikiText-2 tokens for perplexity (0: off).")(function)
-    function = click.option("--fluency-tokens", type=click.IntRange(min=1), default=Settings.fluency_new_tokens,
-                            show_default=True, help="New tokens per fluency continuation.")(function)
-    return click.option("--fluency-prompts", type=click.IntRange(min=0), default=Settings.fluency_prompts,
-                        show_default=True, help="Edit prompts continued for fluency per step (0: off).")(function)
-
-
 def batch_sizes_of(text: str, option: str) -> tuple[int, ...]:
     """Positive batch sizes from "1,10,50", ascending and without repeats (the plots' x axis);
     exits 2 naming `option` otherwise."""
@@ -83,7 +67,7 @@ def is_key_value_editor(name: str) -> bool:
     return entry is not None and issubclass(entry[1], ValueOptimisationHparams)
 
 
-def line_up(names: tuple[str, ...] | None, model: Any, tok: Any, out: Console,
+def line_up(names: tuple[str, ...] | None, model: Any, out: Console,
             key_value_overrides: Mapping[str, Any] | None = None) -> dict[str, Editor]:
     """Line-up name -> editor, the unedited reference first. `names` None means every editor
     this checkout can build (those it cannot are listed and skipped); a named editor that
@@ -94,7 +78,7 @@ def line_up(names: tuple[str, ...] | None, model: Any, tok: Any, out: Console,
         if name in lineup:
             continue
         try:
-            lineup[name] = _build(name, model, tok, key_value_overrides)
+            lineup[name] = _build(name, model, key_value_overrides)
         except EditorUnavailable as why:
             if names is not None:
                 raise
@@ -102,9 +86,9 @@ def line_up(names: tuple[str, ...] | None, model: Any, tok: Any, out: Console,
     return lineup
 
 
-def _build(name: str, model: Any, tok: Any, key_value_overrides: Mapping[str, Any] | None) -> Editor:
+def _build(name: str, model: Any, key_value_overrides: Mapping[str, Any] | None) -> Editor:
     if not (key_value_overrides and is_key_value_editor(name)):
-        return build_editor(name, model, tok)
+        return build_editor(name, model)
     try:
         return make_editor(name, model, key_value_overrides)
     except Exception as error:  # noqa: BLE001 - as build_editor: any failure means "cannot be built"

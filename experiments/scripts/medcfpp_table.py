@@ -3,7 +3,7 @@
     python -m experiments.scripts.medcfpp_table [--edits 10] [--seed 0] [--editors all]
                                                 [--out DIR] [--threads N]
 
-Editors come from the registries (see experiments.discovery); the unedited baseline always
+Editors are those of experiments.discovery; the unedited baseline always
 runs first, and the editors that cannot be built yet are listed under the table.
 """
 
@@ -49,7 +49,7 @@ def main(count: int, seed: int, chosen: str, out: Path | None, threads: int | No
     try:
         model, tok = load("default")
         edits = draw_edits("medcfpp", count, seed)
-        lineup = _selected(discover_editors(model, tok), chosen)
+        lineup = _selected(discover_editors(model), chosen)
         records = []
         for editor in lineup.editors:
             with progress_bar(bars, editor.name, "batch") as update:

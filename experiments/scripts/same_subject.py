@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 import torch
@@ -29,13 +29,12 @@ from data.benchmarks import load_benchmark
 from data.relations import infer_relations
 from editors.akd import batch_akd
 from editors.hparams import load_hparams
-from editors.protocol import EditRequest
 from editors.registry import make_editor
 from experiments.console import console, fail, progress_bar
+from experiments.scripts.tuning_scores import efficacy_and_generality
 from lm.files import write_json_atomic
 from lm.loading import load
 from lm.scoring import LMScorer
-from metrics.efficacy import efficacy_score, token_accuracy
 
 
 @dataclass(frozen=True)
@@ -70,26 +69,11 @@ def with_settings(variant: Variant, name: str, settings: tuple[str, ...]) -> Var
     return Variant(variant.label, variant.editor, overrides)
 
 
-def scores(scorer, requests: Sequence[EditRequest]) -> dict[str, float]:
-    prompts = [r.prompt for r in requests]
-    rephrased = [r.rephrase_prompts[0] for r in requests]
-    new = scorer.score(prompts, [r.target_new for r in requests])
-    old = scorer.score(prompts, [r.target_true for r in requests])
-    new_g = scorer.score(rephrased, [r.target_new for r in requests])
-    old_g = scorer.score(rephrased, [r.target_true for r in requests])
-    return {
-        "efficacy_accuracy": token_accuracy(new),
-        "efficacy_score": efficacy_score(new, old),
-        "generality_accuracy": token_accuracy(new_g),
-        "generality_score": efficacy_score(new_g, old_g),
-    }
-
-
 def run_edit(editor, model, tok, requests) -> dict[str, Any]:
     started = time.perf_counter()
     applied = editor.apply(model, tok, list(requests))
     try:
-        result = scores(applied.scorer, requests)
+        result = efficacy_and_generality(applied.scorer, requests)
     finally:
         applied.undo()
     result["seconds"] = time.perf_counter() - started
@@ -154,7 +138,7 @@ def main(sizes: str, variant_names: str, natural: int, split: str, settings: tup
     for size in chosen_sizes:
         for kind, requests in (("same", pair.same_subject[:size]), ("distinct", pair.distinct_subject[:size])):
             akd = batch_akd(model, tok, requests, [last_layer])[last_layer] if size > 1 else float("nan")
-            record({"variant": "unedited", "set": kind, "size": size, "akd": akd, **scores(unedited, requests)})
+            record({"variant": "unedited", "set": kind, "size": size, "akd": akd, **efficacy_and_generality(unedited, requests)})
 
     natural_batch = natural_group_batch(pool, natural, seed) if natural else []
     natural_variants = [v for v in variants if v.editor in ("memit", "memit_merge") and v.overrides.get("key_token") is None]

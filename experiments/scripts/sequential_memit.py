@@ -40,7 +40,7 @@ def main(batches: int, batch_size: int, seed: int, out: Path | None, threads: in
         torch.set_num_threads(threads)
     try:
         model, tok = load("default")
-        editor = build_editor("memit", model, tok)
+        editor = build_editor("memit", model)
         edits = draw_edits("counterfact", batches * batch_size, seed)
         with progress_bar(console(quiet), "memit, sequential", "batch") as update:
             record = run_sequential(editor, model, tok, edits, batch_size, settings=SETTINGS,

@@ -18,13 +18,14 @@ from typing import Any
 
 import click
 import torch
-from rich.table import Table
 
 from data.batches import random_batch
 from data.benchmarks import load_benchmark
 from editors.registry import make_editor
 from experiments.console import console, progress_bar
-from experiments.scripts.tune_memit import cell, edit_scores, locality_scores
+from experiments.scripts.tuning_scores import (
+    edit_scores, locality_scores, print_ranked_table, scores_then_undo,
+)
 from lm.files import write_json_atomic
 from lm.loading import load
 from lm.scoring import LMScorer
@@ -58,22 +59,14 @@ def main(editor_name: str, grid: tuple[str, ...], benchmark: str, n: int, seed: 
         for done, combination in enumerate(combinations, start=1):
             overrides = dict(combination)
             applied = make_editor(editor_name, model, overrides).apply(model, tok, requests)
-            try:
-                result = edit_scores(scorer, requests, unedited_locality)
-            finally:
-                applied.undo()
+            result = scores_then_undo(applied, scorer, requests, unedited_locality)
             setting = " ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
             rows.append({"setting": setting, "seconds": applied.info["seconds"]["total"], **result})
             if out is not None:
                 write_json_atomic(out, {"editor": editor_name, "benchmark": benchmark, "n": n, "seed": seed, "split": "train", "rows": rows})
             update(done, len(combinations))
-    table = Table(title=f"{editor_name} on {n} {benchmark} train records (seed {seed}), default model")
     columns = ("setting", "efficacy_accuracy", "efficacy_score", "generality_accuracy", "locality", "average")
-    for column in columns:
-        table.add_column(column.replace("_", " "), justify="right")
-    for row in sorted(rows, key=lambda r: -r["average"]):
-        table.add_row(*(cell(row[c]) for c in columns))
-    console().print(table)
+    print_ranked_table(f"{editor_name} on {n} {benchmark} train records (seed {seed}), default model", rows, columns)
 
 
 if __name__ == "__main__":

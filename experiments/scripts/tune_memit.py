@@ -18,7 +18,6 @@ from typing import Any
 
 import click
 import torch
-from rich.table import Table
 
 from data.batches import random_batch
 from data.benchmarks import load_benchmark
@@ -30,44 +29,13 @@ from editors.solve import memit_delta
 from editors.spread import spread_over_layers
 from editors.values import ValueOptions, optimise_values
 from experiments.console import console, progress_bar
+from experiments.scripts.tuning_scores import (
+    edit_scores, locality_scores, print_ranked_table, scores_then_undo,
+)
 from lm.adapters import adapter_for
 from lm.files import write_json_atomic
 from lm.loading import load
 from lm.scoring import LMScorer
-from metrics.average import average_score
-from metrics.efficacy import efficacy_score, token_accuracy
-from metrics.locality import locality_agreement
-
-
-def edit_scores(scorer, requests, unedited_locality) -> dict[str, float]:
-    prompts = [r.prompt for r in requests]
-    rephrased = [r.rephrase_prompts[0] for r in requests]
-    new = scorer.score(prompts, [r.target_new for r in requests])
-    old = scorer.score(prompts, [r.target_true for r in requests])
-    new_g = scorer.score(rephrased, [r.target_new for r in requests])
-    old_g = scorer.score(rephrased, [r.target_true for r in requests])
-    locality = locality_agreement([s.argmax_ids for s in locality_scores(scorer, requests)], unedited_locality)
-    result = {
-        "efficacy_accuracy": token_accuracy(new),
-        "efficacy_score": efficacy_score(new, old),
-        "generality_accuracy": token_accuracy(new_g),
-        "generality_score": efficacy_score(new_g, old_g),
-        "locality": locality,
-    }
-    result["average"] = average_score(result["efficacy_accuracy"], result["generality_accuracy"], [locality])
-    return result
-
-
-def cell(value) -> str:
-    if value is None:
-        return "-"
-    return value if isinstance(value, str) else f"{value:.3g}"
-
-
-def locality_scores(scorer, requests):
-    """Scores of every locality probe of `requests`, all groups (CounterFact has one, MedCF++ four)."""
-    probes = [probe for r in requests for group in r.locality.values() for probe in group]
-    return scorer.score([p.prompt for p in probes], [p.ground_truth for p in probes])
 
 
 @click.command()
@@ -112,24 +80,16 @@ def main(n: int, seed: int, lambdas: str, layer_sets: str, out: Path | None, thr
                         solve=lambda layer, R, K, lam=lam: memit_delta(R, K, moments[layer].matrix(), lam),
                     )
                     applied = WeightEdit.apply(model, tok, spread.deltas)
-                    try:
-                        result = edit_scores(scorer, requests, unedited_locality)
-                    finally:
-                        applied.undo()
+                    result = scores_then_undo(applied, scorer, requests, unedited_locality)
                     rows.append({"layers": f"{layers[0]}-{layers[-1]}", "lambda": lam,
                                  "value_nll_mean": float(values.nll.nanmean()), **result})
                     if out is not None:
                         write_json_atomic(out, {"n": n, "seed": seed, "split": "train", "rows": rows})
                     done += 1
                     update(done, total)
-    table = Table(title=f"MEMIT on {n} CounterFact train records (seed {seed}), default model")
     columns = ("layers", "lambda", "efficacy_accuracy", "efficacy_score", "generality_accuracy",
                "generality_score", "locality", "average")
-    for column in columns:
-        table.add_column(column.replace("_", " "), justify="right")
-    for row in sorted(rows, key=lambda r: -r["average"]):
-        table.add_row(*(cell(row[c]) for c in columns))
-    console().print(table)
+    print_ranked_table(f"MEMIT on {n} CounterFact train records (seed {seed}), default model", rows, columns)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,89 @@
+"""The options every sweep command (`stress`, `bench`, `akd`) takes, gathered into one
+`SweepArguments` so a command's signature lists only its own options."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+import click
+from rich.console import Console
+
+from covariance.distributed import Rank
+from experiments.commands.common import model_option, output_options, publish, seed_option
+from experiments.commands.compare import requested_editors
+from experiments.console import console
+from experiments.records import RunRecord, Settings
+
+
+@dataclass(frozen=True)
+class SweepArguments:
+    """What the user chose with the options `sweep_options` adds."""
+
+    editor_list: str
+    fluency_prompts: int
+    fluency_tokens: int
+    perplexity_tokens: int
+    model_name: str
+    seed: int
+    quiet: bool
+    as_json: bool
+    reports_dir: str
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(fluency_prompts=self.fluency_prompts, fluency_new_tokens=self.fluency_tokens,
+                        perplexity_tokens=self.perplexity_tokens)
+
+    def editor_names(self) -> tuple[str, ...] | None:
+        """The validated --editors names (None: all); exits 2 on an unknown one."""
+        return requested_editors(self.editor_list)
+
+    def console(self, rank: Rank) -> Console:
+        # Only rank 0 reports, and --json keeps stdout for the JSON alone.
+        return console(self.quiet or self.as_json or not rank.is_main)
+
+    def publish(self, command: str, own_arguments: dict[str, Any], records: Sequence[RunRecord], out: Console,
+                analyses: dict[str, Any] | None = None) -> None:
+        """`common.publish` with the report's arguments: the command's own, then these."""
+        arguments = {**own_arguments, "editors": self.editor_list, "model": self.model_name, "seed": self.seed,
+                     "fluency_prompts": self.fluency_prompts, "fluency_tokens": self.fluency_tokens,
+                     "perplexity_tokens": self.perplexity_tokens}
+        publish(command, arguments, records, out, self.reports_dir, self.as_json, analyses)
+
+
+def sweep_options(default_editors: str = "all"):
+    """Add --editors, the scoring, model, seed and output options to a command, which receives
+    them as one keyword argument `sweep` (a `SweepArguments`)."""
+    names = [field.name for field in fields(SweepArguments)]
+
+    def decorate(command):
+        @functools.wraps(command)
+        def gathered(**given):
+            sweep = SweepArguments(**{name: given.pop(name) for name in names})
+            return command(**given, sweep=sweep)
+
+        # Innermost first, as if stacked above the function: --help lists editors, scoring, model,
+        # seed, then output options, after the command's own.
+        for option in (output_options, seed_option, model_option, scoring_options, editors_option(default_editors)):
+            gathered = option(gathered)
+        return gathered
+
+    return decorate
+
+
+def editors_option(default: str = "all"):
+    return click.option("--editors", "editor_list", default=default, show_default=True,
+                        help="'all' or a comma-separated list, e.g. memit,memit_merge,ft_l "
+                             "(the unedited reference always runs too).")
+
+
+def scoring_options(function):
+    """--fluency-prompts, --fluency-tokens, --perplexity-tokens (as `compare` has them)."""
+    function = click.option("--perplexity-tokens", type=click.IntRange(min=0), default=Settings.perplexity_tokens,
+                            show_default=True, help="Held-out WikiText-2 tokens for perplexity (0: off).")(function)
+    function = click.option("--fluency-tokens", type=click.IntRange(min=1), default=Settings.fluency_new_tokens,
+                            show_default=True, help="New tokens per fluency continuation.")(function)
+    return click.option("--fluency-prompts", type=click.IntRange(min=0), default=Settings.fluency_prompts,
+                        show_default=True, help="Edit prompts continued for fluency per step (0: off).")(function)
