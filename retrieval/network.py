@@ -123,9 +123,11 @@ class RetrievalNetwork(nn.Module):
             torch.manual_seed(seed)
             network = cls(config)
         if network.query_mlp is not None:
-            # Queries start in the key space: from independent random projections, the sentinel
-            # losses win the race and every query settles on the sentinel (RECIPE collapsed so,
-            # neighbour InfoNCE stuck near 12 for 300 steps of batch 256).
+            # Queries start in the key space, so an edit query starts nearest its own key (top-1
+            # 1.00 at step 0). This alone does not prevent RECIPE's collapse at a retriever rate of
+            # 1e-3 (every query on the sentinel, neighbour InfoNCE stuck near 2 ln 257): the
+            # pooled features share one large component, so Adam's first steps shift all keys
+            # and queries together; RECIPE trains its retriever at 1e-4 (retrieval/README.md).
             network.query_mlp.load_state_dict(network.key_mlp.state_dict())
         table = encoder.input_embeddings.weight.detach().cpu()
         tokens = torch.randint(0, table.shape[0], (config.sentinel_tokens,), generator=generator)
