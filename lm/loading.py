@@ -47,7 +47,7 @@ def load(
         raise ModelNotAvailable(f"Model folder {source!r} does not exist.")
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)
             tok = _from_pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
@@ -62,7 +62,7 @@ def load(
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silence per-tensor progress bars and hub retry warnings while loading; our callers
     report errors as one sentence and progress through their own bars."""
     from transformers.utils import logging as hf_logging

@@ -23,7 +23,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars")
 
 
-def screenshot(run_dir: Path, out: Path, width: int = 1280, height: int = 4000) -> None:
+def screenshot(run_dir: Path, out: Path, width: int = 1600, height: int = 4000) -> None:
     page = run_dir / "report.html"
     if not page.is_file():
         render_all(run_dir)

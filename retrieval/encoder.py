@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from lm.loading import model_fingerprint
+from lm.loading import model_fingerprint, quiet_transformers
 from retrieval.memory import ModelIdentity
 
 DEFAULT_ENCODER = "default"
@@ -89,8 +89,9 @@ class KnowledgeEncoder(nn.Module):
         """Load "default" (packaged all-MiniLM-L6-v2), a Hugging Face id, or a local folder."""
         source = default_encoder_folder() if name == DEFAULT_ENCODER else name
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            backbone = AutoModel.from_pretrained(source, trust_remote_code=False)
+            with quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(source)
+                backbone = AutoModel.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError) as error:
             raise EncoderLoadError(
                 f"Cannot load knowledge encoder {name!r} from {source}: {error}"

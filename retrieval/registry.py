@@ -29,6 +29,9 @@ def make_editor(name: str, model=None) -> RetrievalEditor:
     if key not in EDITORS:
         raise UnknownRetrievalEditor(f"Unknown retrieval editor {name!r}; choose one of {', '.join(EDITORS)}.")
     editor = EDITORS[key]()
+    # Reports name the editor as asked for, not by the training run that made the checkpoint
+    # (the shipped RECIPE network was exported from a run called "recipe-joint-plr").
+    editor.name = key
     if model is not None:
         editor.check_model(model)
     return editor

@@ -10,10 +10,10 @@ from experiments.report.blocks import Block, Bullets, Code, Document, Paragraph,
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
-       max-width: 1200px; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
+       max-width: 1600px; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
 h1 { border-bottom: 2px solid #ddd; padding-bottom: .3rem; }
 h2 { margin-top: 2rem; border-bottom: 1px solid #eee; }
-table { border-collapse: collapse; margin: .8rem 0; font-size: .85rem; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .8rem; }
 th, td { border: 1px solid #d0d7de; padding: .25rem .5rem; }
 th { background: #f6f8fa; }
 td.number { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
