@@ -49,7 +49,7 @@ def test_group_help_lists_every_command_with_its_short_help():
     assert all(len(line.split()) > 1 for line in listed if line.strip())  # a short help each
 
 
-@pytest.mark.parametrize("name", sorted(set(COMMANDS) - {"train"}))
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_command_shows_its_help(name):
     result = CliRunner().invoke(main, [name, "--help"])
     assert result.exit_code == 0, result.output
@@ -61,6 +61,11 @@ def test_train_forwards_help_to_the_training_options():
     result = CliRunner().invoke(main, ["train", "medrek", "--help"])
     assert result.exit_code == 0, result.output
     assert "--steps" in result.output
+
+
+def test_train_refuses_an_unknown_editor():
+    result = CliRunner().invoke(main, ["train", "memit"])
+    assert result.exit_code == 2 and "Unknown editor 'memit' to train; choose recipe or medrek." in result.output
 
 
 def test_unknown_command_is_a_usage_error():
