@@ -32,6 +32,12 @@ class AlphaEditEditor(KeyValueEditor):
             self._memory, self._memory_model = {}, model
         return super().apply(model, tok, requests)
 
+    def prepare(self, model, tok) -> None:
+        """Also the null-space projectors (cached beside the covariance files)."""
+        super().prepare(model, tok)
+        for layer, moment in self.moments(model, tok).items():
+            self.projector(layer, moment)
+
     def projector(self, layer: int, moment) -> torch.Tensor:
         cached = self._projectors.get(layer)
         if cached is None or cached[0] is not moment:

@@ -124,6 +124,14 @@ class KeyValueEditor:
         self.after_apply(edit, spread)
         return edit
 
+    def prepare(self, model, tok) -> None:
+        """Compute (or read from their caches) what every batch for `model` needs before the
+        first apply: the context prefixes and the covariance statistics. Optional: `apply`
+        fetches them itself; this lets a caller do it once before starting parallel workers."""
+        context_prefixes(model, tok, self.hparams.n_templates, self.hparams.template_len,
+                         self.hparams.template_seed, self.cache_root)
+        self.moments(model, tok)
+
     def moments(self, model, tok) -> dict:
         """The covariance statistics of the edited layers (fetched once per model object)."""
         if self._moments_of is None or self._moments_of[0] is not model:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Callable, Iterator, NoReturn
+from typing import Callable, Iterator, NoReturn, Sequence
 
 import click
 from rich.console import Console
@@ -56,3 +56,38 @@ def progress_bar(out: Console, description: str, unit: str) -> Iterator[Callable
             bar.update(task, completed=done, total=total, rate=rate)
 
         yield update
+
+
+@contextlib.contextmanager
+def job_board(out: Console, titles: Sequence[str]) -> Iterator["JobBoard"]:
+    """One progress line per job for jobs running side by side: waiting, then its batches
+    with elapsed time once a worker takes it."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=out, disable=out.quiet, transient=False) as bar:
+        tasks = [bar.add_task(title, total=None, start=False, state="waiting") for title in titles]
+        yield JobBoard(bar, tasks)
+
+
+class JobBoard:
+    """`experiments.workers.JobEvents` shown as progress lines."""
+
+    def __init__(self, bar: Progress, tasks: Sequence[int]):
+        self.bar, self.tasks = bar, tasks
+
+    def started(self, index: int) -> None:
+        self.bar.start_task(self.tasks[index])
+        self.bar.update(self.tasks[index], state="running")
+
+    def progress(self, index: int, done: int, total: int) -> None:
+        self.bar.update(self.tasks[index], completed=done, total=total)
+
+    def finished(self, index: int) -> None:
+        task = self.tasks[index]
+        self.bar.update(task, state="done")
+        self.bar.stop_task(task)

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from editors import registry as weight_editors
+from editors.hparams import EDITOR_HPARAMS, ValueOptimisationHparams
 from editors.protocol import Editor
 from experiments.identity import IdentityEditor
 
 RETRIEVAL_EDITORS = ("recipe", "medrek")
 EDITOR_NAMES = (*weight_editors.editor_names(), *RETRIEVAL_EDITORS)
+# What a comparison can run: the unedited reference, then every editor.
+LINEUP_NAMES = (IdentityEditor.name, *EDITOR_NAMES)
 
 
 class EditorUnavailable(LookupError):
@@ -53,6 +56,26 @@ def build_editor(name: str, model: Any) -> Editor:
         return make_named_editor(name, model)
     except Exception as error:  # noqa: BLE001 - any failure means "cannot be built", said once
         raise EditorUnavailable(f"Editor {name!r} cannot be built: {_reason(error)}") from error
+
+
+def is_key_value_editor(name: str) -> bool:
+    """MEMIT, PMET, MEMIT-Merge, AlphaEdit: the editors that read a key at a token position."""
+    entry = EDITOR_HPARAMS.get(name)
+    return entry is not None and issubclass(entry[1], ValueOptimisationHparams)
+
+
+def build_lineup_editor(name: str, model: Any, key_value_overrides: Mapping[str, Any] | None = None) -> Editor:
+    """A line-up member by name: "unedited" is the reference; `key_value_overrides` (e.g.
+    key_token) go into the hyper-parameters of the key–value editors only. Raises
+    `EditorUnavailable` when the editor cannot be built."""
+    if name == IdentityEditor.name:
+        return IdentityEditor()
+    if not (key_value_overrides and is_key_value_editor(name)):
+        return build_editor(name, model)
+    try:
+        return weight_editors.make_editor(name, model, key_value_overrides)
+    except Exception as error:  # noqa: BLE001 - as build_editor: any failure means "cannot be built"
+        raise EditorUnavailable(f"Editor {name!r} cannot be built: {error}") from error
 
 
 def make_named_editor(name: str, model: Any) -> Editor:

@@ -28,7 +28,7 @@ from experiments.baseline import BaselineCache
 from experiments.edit_sets import EditSet
 from experiments.environment import package_versions
 from experiments.errors import HarnessError
-from experiments.heldout import heldout_perplexity, heldout_text
+from experiments.heldout import HeldoutText, heldout_perplexity, heldout_text
 from experiments.records import (
     RECORD_FORMAT, Aggregate, ModelInfo, RequestResult, RunRecord, Settings, StepResult, StepTiming,
     Timings, Validation,
@@ -65,6 +65,25 @@ def run_sequential(editor: Editor, model: Any, tok: Any, edits: EditSet, batch_s
     return _Run(editor, model, tok, edits, batch_size, settings, baseline_dir).sequential(progress)
 
 
+def prepare_baseline(model: Any, tok: Any, edits: EditSet, settings: Settings = Settings(),
+                     baseline_dir: Path | None = None) -> None:
+    """Compute and cache the unedited references of `edits` now (locality predictions and
+    perplexity), so that runs started later, in this or another process, only read them."""
+    validate_requests(edits.requests)
+    _baseline(model, tok, model_fingerprint(model), edits, settings, baseline_dir)
+
+
+def _baseline(model: Any, tok: Any, fingerprint: str, edits: EditSet, settings: Settings,
+              baseline_dir: Path | None) -> tuple[list, HeldoutText | None, float | None]:
+    """The unedited locality predictions, the held-out text and its unedited perplexity."""
+    cache = BaselineCache(model, tok, fingerprint, baseline_dir)
+    unedited = cache.locality(edits.requests, about={
+        "dataset": asdict(edits.dataset), "record_indices": list(edits.record_indices)})
+    heldout = (heldout_text(tok, settings.perplexity_tokens, settings.perplexity_corpus)
+               if settings.perplexity_tokens else None)
+    return unedited, heldout, cache.perplexity(heldout) if heldout else None
+
+
 class _Run:
     """One harness run: the unedited references, then the steps, then the record."""
 
@@ -78,12 +97,8 @@ class _Run:
         self.editor, self.model, self.tok, self.edits, self.settings = editor, model, tok, edits, settings
         self.requests: tuple[EditRequest, ...] = edits.requests
         self.fingerprint = model_fingerprint(model)
-        cache = BaselineCache(model, tok, self.fingerprint, baseline_dir)
-        self.unedited = cache.locality(self.requests, about={
-            "dataset": asdict(edits.dataset), "record_indices": list(edits.record_indices)})
-        self.heldout = (heldout_text(tok, settings.perplexity_tokens, settings.perplexity_corpus)
-                        if settings.perplexity_tokens else None)
-        self.perplexity_before = cache.perplexity(self.heldout) if self.heldout else None
+        self.unedited, self.heldout, self.perplexity_before = _baseline(
+            model, tok, self.fingerprint, edits, settings, baseline_dir)
         self.baseline_seconds = time.perf_counter() - self.started
 
     def isolated(self, mode: str, progress: Progress | None) -> RunRecord:

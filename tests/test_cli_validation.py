@@ -70,6 +70,10 @@ CASES = {
     "compare batch negative": (["compare", "--batch", "-5"], "--batch must be a positive number of edits, not -5."),
     "compare batch beyond split": (["compare", "--benchmark", "medcf", "--batch", "5000"],
                                    "Cannot draw 5000 from 802 requests"),
+    "compare workers 0": (["compare", "--workers", "0"],
+                          "--workers must be 'auto' or a positive whole number, not '0'."),
+    "same-subject workers not a number": (["stress", "same-subject", "--workers", "many"],
+                                          "--workers must be 'auto' or a positive whole number, not 'many'."),
     "compare unknown model": (["compare", "--benchmark", "medcf", "--batch", "2", "--model", MISSING_MODEL],
                               MODEL_SENTENCE),
     # stress same-subject

@@ -17,6 +17,40 @@ from experiments.report import Report, render_all, write_report
 DEFAULT_REPORTS_DIR = "reports"
 
 
+def requested_editors(text: str) -> tuple[str, ...] | None:
+    """--editors: None for "all"; otherwise the validated names in the order given (exits 2
+    naming an unknown one)."""
+    # Imported here: the editor registries are heavy, and `covariance` (a cache hit in seconds)
+    # imports this module without needing them.
+    from experiments.discovery import LINEUP_NAMES
+
+    if text.strip().lower() == "all":
+        return None
+    names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in LINEUP_NAMES]
+    if unknown or not names:
+        fail(f"Unknown editor {', '.join(unknown) or repr(text)}; choose from all, {', '.join(LINEUP_NAMES)}.")
+    return names
+
+
+def _checked_workers(_context, _parameter, value: str) -> str:
+    """Refuse a bad --workers while parsing, before any model is loaded."""
+    from experiments.workers import worker_count
+
+    try:
+        worker_count(value, 1)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
+def workers_option(function):
+    return click.option(
+        "--workers", default="auto", show_default=True, callback=_checked_workers,
+        help="Local worker processes running editors side by side ('auto': one per CPU core up to 4, "
+             "1 on a GPU). Each takes its share of the cores as torch threads.")(function)
+
+
 def model_option(function):
     return click.option("--model", "model_name", default="default", show_default=True,
                         help="'default' (embedded SmolLM2-135M), an HF model id, or a local folder.")(function)

@@ -4,44 +4,20 @@ from __future__ import annotations
 
 import click
 
-from experiments.commands.common import model_option, output_options, publish, seed_option, usage_errors
-from experiments.console import console, fail, progress_bar
-from experiments.discovery import EDITOR_NAMES, build_editor, discover_editors
+from covariance.distributed import Rank
+from experiments.commands.common import (
+    model_option, output_options, publish, requested_editors, seed_option, usage_errors, workers_option,
+)
+from experiments.commands.sweep import line_up, run_jobs
+from experiments.commands.sweep_options import parallel_run
+from experiments.console import console, fail
 from experiments.edit_sets import draw_edits
-from experiments.harness import run_batch
-from experiments.identity import IdentityEditor
 from experiments.records import Settings
+from experiments.workers import Job
 from experiments.tables import comparison_table
 from lm.loading import load
 
 BENCHMARK_HELP = "medcfpp, medcf, medversa, counterfact, zsre, or a path to a JSON file in one of their formats."
-
-
-def known_editor_names() -> tuple[str, ...]:
-    return (IdentityEditor.name, *EDITOR_NAMES)
-
-
-def requested_editors(text: str) -> tuple[str, ...] | None:
-    """None for "all"; otherwise the validated names in the order given."""
-    if text.strip().lower() == "all":
-        return None
-    names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
-    unknown = [name for name in names if name not in known_editor_names()]
-    if unknown or not names:
-        fail(f"Unknown editor {', '.join(unknown) or repr(text)}; choose from all, {', '.join(known_editor_names())}.")
-    return names
-
-
-def line_up(names: tuple[str, ...] | None, model, out):
-    """The editors to run, the unedited reference always first."""
-    if names is None:
-        lineup = discover_editors(model)
-        for name, why in lineup.unavailable.items():
-            out.print(f"[yellow]skipped {name}[/yellow]: {why}")
-        return list(lineup.editors)
-    editors = [IdentityEditor()]
-    editors += [build_editor(name, model) for name in names if name != IdentityEditor.name]
-    return editors
 
 
 @click.command("compare")
@@ -58,9 +34,10 @@ def line_up(names: tuple[str, ...] | None, model, out):
               show_default=True, help="Held-out WikiText-2 tokens for perplexity (0: off).")
 @model_option
 @seed_option
+@workers_option
 @output_options
 def compare_command(editor_list, benchmark, split, batch_size, fluency_prompts, fluency_tokens,
-                    perplexity_tokens, model_name, seed, quiet, as_json, reports_dir):
+                    perplexity_tokens, model_name, seed, workers, quiet, as_json, reports_dir):
     """Run every editor on the same batch of edits and compare them in one table and report."""
     if batch_size <= 0:
         fail(f"--batch must be a positive number of edits, not {batch_size}.")
@@ -71,11 +48,10 @@ def compare_command(editor_list, benchmark, split, batch_size, fluency_prompts, 
                             perplexity_tokens=perplexity_tokens)
         edits = draw_edits(benchmark, batch_size, seed, split)
         model, tok = load(model_name)
-        editors = line_up(names, model, out)
-        records = []
-        for editor in editors:
-            with progress_bar(out, f"{editor.name}", "batch") as update:
-                records.append(run_batch(editor, model, tok, edits, batch_size, settings, progress=update))
+        lineup = line_up(names, model, out)
+        jobs = [Job(name, edits, batch_size) for name in lineup]
+        records = run_jobs(jobs, lineup, model, tok, settings, Rank(), out,
+                           **parallel_run(workers, len(jobs), model_name, settings))
     out.print(comparison_table(records, f"{len(edits.requests)} edits from {edits.dataset.benchmark} "
                                      f"({edits.dataset.split or 'file'}), batch {batch_size}, seed {seed}"))
     arguments = dict(editors=editor_list, benchmark=benchmark, split=split, batch=batch_size, model=model_name,

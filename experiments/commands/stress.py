@@ -68,10 +68,11 @@ def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments)
         edit_sets = subject_edit_sets(sizes, natural, sweep.seed)
         model, tok = load(sweep.model_name)
         akd_layer = load_hparams("memit", model.config.model_type).last_layer
-        lineup = line_up(names, model, out, {"key_token": key_token} if key_token else None)
+        overrides = {"key_token": key_token} if key_token else None
+        lineup = line_up(names, model, out, overrides)
         jobs = [Job(name, edits, len(edits.requests), label=label)
                 for name in lineup for label, edits in edit_sets]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out)
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, **sweep.parallel(len(jobs), overrides))
         if records is None:
             return
         akd = job_akd_entries(jobs, model, tok, [akd_layer], key_token or "subject_last")
@@ -150,7 +151,8 @@ def batch_sweep_command(benchmark, split, batch_sizes, edits, sweep: SweepArgume
         edit_set = sweep_edits(benchmark, sizes, edits, sweep.seed, split, "--batch-sizes")
         model, tok = load(sweep.model_name)
         lineup = line_up(names, model, out)
-        records = run_jobs(batch_size_jobs(lineup, edit_set, sizes), lineup, model, tok, sweep.settings, rank, out)
+        jobs = batch_size_jobs(lineup, edit_set, sizes)
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, **sweep.parallel(len(jobs)))
     if records is None:
         return
     where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or 'file'})"
@@ -182,7 +184,7 @@ def sequential_command(steps, batch_size, benchmark, split, sweep: SweepArgument
         model, tok = load(sweep.model_name)
         lineup = line_up(names, model, out)
         jobs = [Job(name, edit_set, batch_size, mode="sequential") for name in lineup]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out)
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, **sweep.parallel(len(jobs)))
     if records is None:
         return
     for record in records:

@@ -12,7 +12,6 @@ edited, so where a job runs does not change its numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch.distributed as dist
@@ -21,34 +20,16 @@ from rich.console import Console
 from covariance.distributed import Rank
 from data.batches import BatchError
 from editors.akd import batch_akd
-from editors.hparams import EDITOR_HPARAMS, ValueOptimisationHparams
 from editors.protocol import Editor
-from editors.registry import make_editor
 from experiments.commands.common import parse_csv_ints
-from experiments.commands.compare import known_editor_names
-from experiments.console import progress_bar
-from experiments.discovery import EditorUnavailable, build_editor
+from experiments.console import job_board, progress_bar
+from experiments.discovery import LINEUP_NAMES, EditorUnavailable, build_lineup_editor
 from experiments.edit_sets import EditSet, draw_edits
-from experiments.harness import run_batch, run_sequential
+from experiments.harness import prepare_baseline, run_batch, run_sequential
 from experiments.identity import IdentityEditor
 from experiments.records import RunRecord, Settings
 from experiments.report import akd_entries
-
-
-@dataclass(frozen=True)
-class Job:
-    """One harness run of a sweep: an editor (by line-up name) on one edit set."""
-
-    editor: str
-    edits: EditSet
-    batch_size: int
-    mode: str = "batch"  # "batch" or "sequential"
-    label: str | None = None  # the report's run label (analyses["run_labels"])
-
-    @property
-    def title(self) -> str:
-        size = f"{self.mode} of {self.batch_size}"
-        return ", ".join(part for part in (self.editor, size, self.label or self.edits.dataset.benchmark) if part)
+from experiments.workers import Job, WorkerPlan, run_in_workers
 
 
 class SweepFailed(RuntimeError):
@@ -61,12 +42,6 @@ def batch_sizes_of(text: str, option: str) -> tuple[int, ...]:
     return tuple(sorted(set(parse_csv_ints(text, option))))
 
 
-def is_key_value_editor(name: str) -> bool:
-    """MEMIT, PMET, MEMIT-Merge, AlphaEdit: the editors that read a key at a token position."""
-    entry = EDITOR_HPARAMS.get(name)
-    return entry is not None and issubclass(entry[1], ValueOptimisationHparams)
-
-
 def line_up(names: tuple[str, ...] | None, model: Any, out: Console,
             key_value_overrides: Mapping[str, Any] | None = None) -> dict[str, Editor]:
     """Line-up name -> editor, the unedited reference first. `names` None means every editor
@@ -74,25 +49,16 @@ def line_up(names: tuple[str, ...] | None, model: Any, out: Console,
     cannot be built raises `EditorUnavailable`. `key_value_overrides` (e.g. key_token) go
     into the hyper-parameters of the key–value editors only."""
     lineup: dict[str, Editor] = {IdentityEditor.name: IdentityEditor()}
-    for name in names if names is not None else known_editor_names():
+    for name in names if names is not None else LINEUP_NAMES:
         if name in lineup:
             continue
         try:
-            lineup[name] = _build(name, model, key_value_overrides)
+            lineup[name] = build_lineup_editor(name, model, key_value_overrides)
         except EditorUnavailable as why:
             if names is not None:
                 raise
             out.print(f"[yellow]skipped {name}[/yellow]: {why}")
     return lineup
-
-
-def _build(name: str, model: Any, key_value_overrides: Mapping[str, Any] | None) -> Editor:
-    if not (key_value_overrides and is_key_value_editor(name)):
-        return build_editor(name, model)
-    try:
-        return make_editor(name, model, key_value_overrides)
-    except Exception as error:  # noqa: BLE001 - as build_editor: any failure means "cannot be built"
-        raise EditorUnavailable(f"Editor {name!r} cannot be built: {error}") from error
 
 
 def sweep_edits(benchmark: str, sizes: Sequence[int], edits: int | None, seed: int, split: str | None,
@@ -114,8 +80,20 @@ def batch_size_jobs(lineup: Mapping[str, Editor], edits: EditSet, sizes: Sequenc
 
 
 def run_jobs(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok: Any,
-             settings: Settings, rank: Rank, out: Console) -> list[RunRecord] | None:
-    """Every job's record in job order on rank 0 (this rank's share run here); None elsewhere."""
+             settings: Settings, rank: Rank, out: Console, workers: int = 1,
+             plan: WorkerPlan | None = None) -> list[RunRecord] | None:
+    """Every job's record in job order on rank 0 (this rank's share run here); None elsewhere.
+
+    With one process (no torchrun) and `workers` > 1, the jobs run in that many local worker
+    processes set up by `plan` (experiments/workers.py), after the work they all share has
+    been done once here."""
+    if rank.world <= 1 and workers > 1 and len(jobs) > 1:
+        if plan is None:
+            raise ValueError("Running jobs in worker processes needs a WorkerPlan.")
+        prepare_shared_work(jobs, lineup, model, tok, settings, out)
+        with job_board(out, [job.title for job in jobs]) as events:
+            return run_in_workers(jobs, plan, workers, events)
+
     def run(index: int) -> RunRecord:
         job = jobs[index]
         harness = run_sequential if job.mode == "sequential" else run_batch
@@ -123,6 +101,20 @@ def run_jobs(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok:
             return harness(lineup[job.editor], model, tok, job.edits, job.batch_size, settings, progress=update)
 
     return distribute(len(jobs), run, rank)
+
+
+def prepare_shared_work(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok: Any,
+                        settings: Settings, out: Console) -> None:
+    """What every job would otherwise compute on its own, done once and cached: the unedited
+    baselines of each edit set, and whatever an editor prepares for a model (`prepare(model,
+    tok)`, optional: e.g. covariance statistics and context prefixes)."""
+    with out.status("Preparing the unedited baselines and the editors' statistics (once, cached)"):
+        for edits in {id(job.edits): job.edits for job in jobs}.values():
+            prepare_baseline(model, tok, edits, settings)
+        for name in dict.fromkeys(job.editor for job in jobs):
+            prepare = getattr(lineup[name], "prepare", None)
+            if prepare is not None:
+                prepare(model, tok)
 
 
 def job_akd_entries(jobs: Sequence[Job], model: Any, tok: Any, layers: Sequence[int],

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import click
 from rich.console import Console
 
 from covariance.distributed import Rank
-from experiments.commands.common import model_option, output_options, publish, seed_option
-from experiments.commands.compare import requested_editors
-from experiments.console import console
+from experiments.commands.common import (
+    model_option, output_options, publish, requested_editors, seed_option, workers_option,
+)
+from experiments.console import console, fail
 from experiments.records import RunRecord, Settings
+from experiments.workers import WorkerPlan, available_cores, worker_count
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class SweepArguments:
     perplexity_tokens: int
     model_name: str
     seed: int
+    workers: str
     quiet: bool
     as_json: bool
     reports_dir: str
@@ -39,6 +42,10 @@ class SweepArguments:
     def editor_names(self) -> tuple[str, ...] | None:
         """The validated --editors names (None: all); exits 2 on an unknown one."""
         return requested_editors(self.editor_list)
+
+    def parallel(self, jobs: int, key_value_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """`run_jobs`' keyword arguments `workers` and `plan` for --workers; exits 2 on a bad value."""
+        return parallel_run(self.workers, jobs, self.model_name, self.settings, key_value_overrides)
 
     def console(self, rank: Rank) -> Console:
         # Only rank 0 reports, and --json keeps stdout for the JSON alone.
@@ -66,7 +73,7 @@ def sweep_options(default_editors: str = "all"):
 
         # Innermost first, as if stacked above the function: --help lists editors, scoring, model,
         # seed, then output options, after the command's own.
-        for option in (output_options, seed_option, model_option, scoring_options, editors_option(default_editors)):
+        for option in (output_options, workers_option, seed_option, model_option, scoring_options, editors_option(default_editors)):
             gathered = option(gathered)
         return gathered
 
@@ -87,3 +94,14 @@ def scoring_options(function):
                             show_default=True, help="New tokens per fluency continuation.")(function)
     return click.option("--fluency-prompts", type=click.IntRange(min=0), default=Settings.fluency_prompts,
                         show_default=True, help="Edit prompts continued for fluency per step (0: off).")(function)
+
+
+def parallel_run(requested: str, jobs: int, model_name: str, settings: Settings,
+                 key_value_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`run_jobs`' `workers` and `plan` for a --workers value; exits 2 on a bad one."""
+    try:
+        workers = worker_count(requested, jobs)
+    except ValueError as error:
+        fail(str(error))
+    threads = max(1, available_cores() // workers)
+    return {"workers": workers, "plan": WorkerPlan(model_name, settings, threads, key_value_overrides)}
