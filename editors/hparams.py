@@ -231,6 +231,7 @@ class FtHparams(Hparams):
     lr: float
     steps: int
     norm_constraint: float
+    dtype: ComputeDtype = "float32"  # forward/backward precision of the private copy; the change stays fp32
 
     @property
     def edited_layers(self) -> tuple[int, ...]:

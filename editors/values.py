@@ -37,6 +37,7 @@ from editors.upper import SplitBatch, capture_upper_state, run_upper
 from lm.adapters import adapter_for
 from lm.hooks import add_at_positions, capture
 from lm.precision import cast_copy
+from lm.scoring import output_logits
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -202,13 +203,6 @@ def _plan(
     )
 
 
-def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    """Float32 logits of final hidden states (rows chosen by the caller)."""
-    logits = model.get_output_embeddings()(hidden).float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    return logits if cap is None else torch.tanh(logits / cap) * cap
-
-
 def forward_copy(model, dtype: str):
     """The model itself, or a copy in `dtype` for the optimisation's forward/backward."""
     runner = cast_copy(model, DTYPES[dtype])
@@ -294,7 +288,7 @@ def optimise_values(
         request_kl = torch.zeros(n_requests)
         if len(view.kl_row):
             kl_hidden = hidden[rows.flat_index(view.kl_row, torch.zeros_like(view.kl_row))]
-            logprobs = lm_logits(runner, kl_hidden).log_softmax(-1)
+            logprobs = output_logits(runner, kl_hidden).log_softmax(-1)
             if first:
                 base_logprobs = logprobs.detach()
             reference = base_logprobs[view.kl_index]
@@ -427,7 +421,7 @@ class _Buckets:
 
 def _token_terms(model, hidden: torch.Tensor, wanted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per target token: NLL and whether the model's argmax already is the target."""
-    logits = lm_logits(model, hidden)
+    logits = output_logits(model, hidden)
     nll = F.cross_entropy(logits, wanted, reduction="none")
     return nll, logits.detach().argmax(-1) == wanted
 

@@ -46,6 +46,14 @@ class Scorer(Protocol):
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]: ...
 
 
+def output_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of final hidden states (rows chosen by the caller): the output head,
+    then the final soft-capping of the families that have one (Gemma 2/3)."""
+    logits = model.get_output_embeddings()(hidden).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids counted over real tokens only, correct for left, right or no padding.
 
@@ -81,11 +89,14 @@ class LMScorer:
     model nor the tokenizer is modified.
 
     Extension points for editors that change the forward pass without changing weights:
-      - `forward_logits(input_ids, attention_mask, prompts)` must return logits `[B, T, V]`
-        aligned with `input_ids` (position t scores token t + 1). A retrieval editor retrieves
-        with `prompts` (the raw prompt texts of the batch, without targets), prepends its
-        continuous prompt embeddings, extends the mask (`positions_from_mask` gives matching
-        position ids) and strips the prepended positions from the logits it returns.
+      - `forward_hidden(input_ids, attention_mask, prompts)` must return the final hidden
+        states `[B, T, d]` (after the final norm, before the output head) aligned with
+        `input_ids` (position t predicts token t + 1); the scorer applies the output head only
+        at the target positions, since full-vocabulary logits at every position are a fifth of
+        a scoring pass on the embedded model. A retrieval editor retrieves with `prompts` (the
+        raw prompt texts of the batch, without targets), prepends its continuous prompt
+        embeddings, extends the mask (`positions_from_mask` gives matching position ids) and
+        strips the prepended positions from the states it returns.
       - `generate_ids(input_ids, attention_mask, prompts, max_new_tokens)` receives a
         left-padded batch and must return only the new token ids `[B, <= max_new_tokens]`,
         padded with `pad_id` after a row ends.
@@ -136,13 +147,15 @@ class LMScorer:
                 results[index] = item
         return results  # type: ignore[return-value]  # every slot was filled above
 
-    def forward_logits(
+    def forward_hidden(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: Sequence[str]
     ) -> torch.Tensor:
-        """Logits `[B, T, V]` of the plain model; `prompts` is unused here (see class doc)."""
+        """Final hidden states `[B, T, d]` of the plain model; `prompts` is unused here (see
+        class doc)."""
         del prompts
         extra = {"position_ids": positions_from_mask(attention_mask)} if self._takes_position_ids else {}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+        body = self.model.base_model
+        return body(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
 
     def _score_batch(
         self,
@@ -159,12 +172,11 @@ class LMScorer:
             cols.extend(range(len(p) - 1, len(p) + len(t) - 1))
             wanted.extend(t)
         with torch.inference_mode():
-            logits = self.forward_logits(input_ids, attention_mask, prompts)
-            # Select the target positions first so log_softmax runs over [N, V], not [B, T, V].
-            index_device = logits.device
-            picked = logits[
+            hidden = self.forward_hidden(input_ids, attention_mask, prompts)
+            index_device = hidden.device
+            picked = output_logits(self.model, hidden[
                 torch.tensor(rows, device=index_device), torch.tensor(cols, device=index_device)
-            ].float()
+            ])
             logprobs = picked.log_softmax(-1)
             wanted_ids = torch.tensor(wanted, device=index_device)[:, None]
             token_logprobs = logprobs.gather(1, wanted_ids).squeeze(1).tolist()

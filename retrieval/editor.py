@@ -20,7 +20,7 @@ from lm.loading import model_fingerprint
 from lm.scoring import LMScorer
 from retrieval.checkpoint import CheckpointError, load_network, shipped_checkpoint
 from retrieval.encoder import KnowledgeEncoder
-from retrieval.injection import prompted_generate, prompted_logits
+from retrieval.injection import prompted_generate, prompted_hidden
 from retrieval.memory import EditMemory, ModelIdentity
 from retrieval.network import RetrievalNetwork
 
@@ -105,19 +105,19 @@ class RetrievalScorer(LMScorer):
         super().__init__(model, tok, batch_size=batch_size)
         self.store = store
 
-    def forward_logits(self, input_ids, attention_mask, prompts):
+    def forward_hidden(self, input_ids, attention_mask, prompts):
         hit, values = self.store.prompts_for(prompts)
         if not hit.any():
-            return super().forward_logits(input_ids, attention_mask, prompts)
+            return super().forward_hidden(input_ids, attention_mask, prompts)
         hit = hit.to(input_ids.device)
         values = values.to(self.device, self._embedding_dtype)
-        edited = prompted_logits(self.model, input_ids[hit], attention_mask[hit], values)
+        edited = prompted_hidden(self.model, input_ids[hit], attention_mask[hit], values)
         if hit.all():
             return edited
-        plain = super().forward_logits(input_ids[~hit], attention_mask[~hit], _rows(prompts, ~hit))
-        logits = edited.new_empty(input_ids.shape[0], *edited.shape[1:])
-        logits[hit], logits[~hit] = edited, plain
-        return logits
+        plain = super().forward_hidden(input_ids[~hit], attention_mask[~hit], _rows(prompts, ~hit))
+        hidden = edited.new_empty(input_ids.shape[0], *edited.shape[1:])
+        hidden[hit], hidden[~hit] = edited, plain
+        return hidden
 
     def generate_ids(self, input_ids, attention_mask, prompts, max_new_tokens):
         hit, values = self.store.prompts_for(prompts)

@@ -75,14 +75,14 @@ def prompted_forward(
     return model(inputs_embeds=combined, attention_mask=mask, **forward_kwargs)
 
 
-def prompted_logits(
+def prompted_hidden(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: torch.Tensor
 ) -> torch.Tensor:
-    """Logits [B, L, V] aligned with `input_ids` (prompt positions stripped), as
-    `LMScorer.forward_logits` must return them."""
-    logits = prompted_forward(model, input_ids, attention_mask, prompts).logits
+    """Final hidden states [B, L, d] aligned with `input_ids` (prompt positions stripped), as
+    `LMScorer.forward_hidden` must return them: the model body only, no output head."""
+    hidden = prompted_forward(model.base_model, input_ids, attention_mask, prompts).last_hidden_state
     index = text_positions(attention_mask, prompts.shape[1])
-    return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
+    return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
 
 
 def prompted_generate(

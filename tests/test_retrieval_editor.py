@@ -8,10 +8,10 @@ import torch
 from test_retrieval_support import build_tokenizer, requests, tiny_encoder, tiny_llm
 
 from editors.protocol import EditRequestError
-from lm.scoring import LMScorer, pad_sequences
+from lm.scoring import LMScorer, output_logits, pad_sequences
 from retrieval.checkpoint import CheckpointError, load_network, save_network
 from retrieval.editor import RetrievalEditor
-from retrieval.injection import prepend_prompts, prompted_generate, prompted_logits
+from retrieval.injection import prepend_prompts, prompted_generate, prompted_hidden
 from retrieval.medrek import new_medrek
 from retrieval.memory import MemoryFormatError
 from retrieval.recipe import new_recipe
@@ -50,7 +50,7 @@ TEXTS = ["Which drug treats gout?", "The capital of France is", "Big Ben is in"]
 def test_injection_equals_manual_inputs_embeds_concatenation(tok, llm, side):
     ids, mask = batch(tok, TEXTS, side)
     prompts = torch.randn(len(TEXTS), 3, llm.config.hidden_size) * 0.1
-    got = prompted_logits(llm, ids, mask, prompts)
+    got = output_logits(llm, prompted_hidden(llm, ids, mask, prompts))
     embed = llm.get_input_embeddings()
     for row in range(len(TEXTS)):
         real = mask[row].bool()
@@ -112,7 +112,7 @@ def test_scorer_injects_exactly_the_retrieved_prompt_and_leaves_other_rows_alone
     assert scores[1].argmax_ids == plain.argmax_ids
     assert scores[1].logprobs == pytest.approx(plain.logprobs, abs=1e-5)
     ids, mask = batch(tok, [edit.prompt + " " + edit.target_new], "right")
-    manual = prompted_logits(llm, ids, mask, store.memory.values_for([applied.ids[0]]))
+    manual = output_logits(llm, prompted_hidden(llm, ids, mask, store.memory.values_for([applied.ids[0]])))
     target_ids = scores[0].target_ids
     first = len(tok(edit.prompt)["input_ids"]) - 1
     manual_logprobs = manual[0, first : first + len(target_ids)].log_softmax(-1)

@@ -135,3 +135,25 @@ def test_token_scores_helpers():
 def test_empty_target_is_refused(model, tok):
     with pytest.raises(ValueError, match="Target 0"):
         LMScorer(model, tok).score(["The capital of France is"], [" "])
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gptj", "qwen2", "gemma2"])
+def test_output_head_at_target_positions_equals_the_models_own_logits(family):
+    """The scorer runs the body and applies the output head (and Gemma 2's soft-capping) only
+    at target positions; that must equal the model's full forward on every family."""
+    from tiny_models import tiny_model, tiny_tokenizer
+
+    family_tok = tiny_tokenizer()
+    family_model = tiny_model(family, seed=1)
+    if family == "gemma2":  # a cap small enough to change the logits, so it is exercised
+        family_model.config.final_logit_softcapping = 2.0
+    scores = LMScorer(family_model, family_tok).score(PROMPTS, TARGETS)
+    for prompt, target, got in zip(PROMPTS, TARGETS, scores):
+        ids = family_tok(prompt)["input_ids"] + list(got.target_ids)
+        with torch.no_grad():
+            logits = family_model(torch.tensor([ids])).logits[0].float()
+        first = len(family_tok(prompt)["input_ids"]) - 1
+        rows = logits[first : first + len(got.target_ids)]
+        expected = rows.log_softmax(-1).gather(1, torch.tensor(got.target_ids)[:, None]).squeeze(1)
+        torch.testing.assert_close(torch.tensor(got.logprobs), expected, atol=1e-5, rtol=0)
+        assert got.argmax_ids == tuple(rows.argmax(-1).tolist())
