@@ -300,3 +300,41 @@ def test_key_value_editors_agree_on_one_request_when_configured_alike(tiny, tok,
     for name in deltas[0]:
         torch.testing.assert_close(deltas[0][name], deltas[1][name])
 
+
+
+def test_ft_l_change_equals_adam_on_the_weight_itself(tiny, tok, cache):
+    """FT-L trains a float32 change through a hook; that must take exactly the steps of Adam on
+    the weight clamped around its original (the textbook FT-L), in both weight orientations."""
+    import torch.nn.functional as F
+
+    model = tiny
+    hp = {"layer": 2, "steps": 3, "lr": 1e-2, "norm_constraint": 2e-2, "dtype": "float32"}
+    applied = make_editor("ft_l", model, hp).apply(model, tok, REQUESTS[:2])
+    adapter = adapter_for(model)
+    weight = adapter.mlp_out_weight(model, 2)
+    got = weight.detach().clone()
+    applied.undo()
+
+    original = weight.detach().clone()
+    prompts = [tok(r.prompt)["input_ids"] for r in REQUESTS[:2]]
+    targets = [tok(" " + r.target_new, add_special_tokens=False)["input_ids"] for r in REQUESTS[:2]]
+    try:
+        weight.requires_grad_(True)
+        optimiser = torch.optim.Adam([weight], lr=hp["lr"])
+        for _ in range(hp["steps"]):
+            loss = 0.0
+            for prompt, target in zip(prompts, targets):
+                logits = model(torch.tensor([prompt + target[:-1]])).logits[0, len(prompt) - 1 :]
+                loss = loss + F.cross_entropy(logits, torch.tensor(target)) / len(prompts)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            with torch.no_grad():
+                weight.copy_(torch.clamp(weight, original - hp["norm_constraint"], original + hp["norm_constraint"]))
+        expected = weight.detach().clone()
+    finally:
+        weight.requires_grad_(False)
+        with torch.no_grad():
+            weight.copy_(original)
+    assert not torch.equal(got, original)  # the edit did change the weight
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
