@@ -14,6 +14,7 @@ from experiments.commands.sweep import batch_size_jobs, run_jobs
 from experiments.edit_sets import draw_edits
 from experiments.identity import IdentityEditor
 from experiments.records import Settings
+from experiments import workers
 from experiments.workers import Job, WorkerFailed, WorkerPlan, available_cores, run_in_workers, worker_count
 
 QUIET = Console(quiet=True)
@@ -89,8 +90,10 @@ def test_a_failing_job_is_reported_with_its_title(tiny_folder, tmp_cache):
         run_in_workers(jobs, plan, workers=2, events=Events())
 
 
-def test_worker_count_auto_and_explicit():
+def test_worker_count_auto_and_explicit(monkeypatch):
     assert 1 <= worker_count("auto", 10) <= min(4, available_cores())
+    monkeypatch.setattr(workers, "physical_memory", lambda: 8 * 2**30)  # room for one worker only
+    assert worker_count("auto", 10) == 1
     assert worker_count("auto", 1) == 1
     assert worker_count("3", 10) == 3
     assert worker_count("8", 2) == 2  # never more workers than jobs

@@ -47,8 +47,8 @@ def _checked_workers(_context, _parameter, value: str) -> str:
 def workers_option(function):
     return click.option(
         "--workers", default="auto", show_default=True, callback=_checked_workers,
-        help="Local worker processes running editors side by side ('auto': one per CPU core up to 4, "
-             "1 on a GPU). Each takes its share of the cores as torch threads.")(function)
+        help="Local worker processes running editors side by side ('auto': one per CPU core up to 4 "
+             "and 6 GB of RAM each, 1 on a GPU). Each takes its share of the cores as torch threads.")(function)
 
 
 def model_option(function):
