@@ -24,7 +24,9 @@ from experiments.edit_sets import edit_set_of
 from experiments.identity import IdentityEditor
 from experiments.report import DISTINCT_SUBJECT, RENDERED_FILES, SAME_SUBJECT
 
-CHEAP = ["--fluency-prompts", "0", "--perplexity-tokens", "0"]
+# One process: the tiny model below replaces `load` in this process only, and spawned workers
+# would load the named model itself.
+CHEAP = ["--fluency-prompts", "0", "--perplexity-tokens", "0", "--workers", "1"]
 
 
 @pytest.fixture(scope="module")
