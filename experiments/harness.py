@@ -65,12 +65,14 @@ def run_sequential(editor: Editor, model: Any, tok: Any, edits: EditSet, batch_s
     return _Run(editor, model, tok, edits, batch_size, settings, baseline_dir).sequential(progress)
 
 
-def prepare_baseline(model: Any, tok: Any, edits: EditSet, settings: Settings = Settings(),
+def prepare_baseline(model: Any, tok: Any, edit_sets: Sequence[EditSet], settings: Settings = Settings(),
                      baseline_dir: Path | None = None) -> None:
-    """Compute and cache the unedited references of `edits` now (locality predictions and
-    perplexity), so that runs started later, in this or another process, only read them."""
-    validate_requests(edits.requests)
-    _baseline(model, tok, model_fingerprint(model), edits, settings, baseline_dir)
+    """Compute and cache the unedited references of every edit set now (locality predictions
+    and perplexity), so that runs started later, in this or another process, only read them."""
+    fingerprint = model_fingerprint(model)  # of every weight: taken once, not per edit set
+    for edits in edit_sets:
+        validate_requests(edits.requests)
+        _baseline(model, tok, fingerprint, edits, settings, baseline_dir)
 
 
 def _baseline(model: Any, tok: Any, fingerprint: str, edits: EditSet, settings: Settings,

@@ -57,9 +57,11 @@ class Job:
 
 @dataclass(frozen=True)
 class WorkerPlan:
-    """What every worker needs to rebuild the parent's line-up: the model by name, the run
-    settings, the overrides of the key–value editors, and how many torch threads to use."""
+    """How many workers to start, and what each needs to rebuild the parent's line-up: the
+    model by name, the run settings, how many torch threads to use, and the overrides of the
+    key–value editors."""
 
+    workers: int
     model_name: str
     settings: Settings
     threads: int
@@ -109,15 +111,16 @@ class JobEvents(Protocol):
     def finished(self, index: int) -> None: ...
 
 
-def run_in_workers(jobs: Sequence[Job], plan: WorkerPlan, workers: int, events: JobEvents) -> list[RunRecord]:
-    """Every job's record, in job order, computed by `workers` spawned processes."""
+def run_in_workers(jobs: Sequence[Job], plan: WorkerPlan, events: JobEvents) -> list[RunRecord]:
+    """Every job's record, in job order, computed by `plan.workers` spawned processes."""
     context = multiprocessing.get_context("spawn")
     todo, reports = context.Queue(), context.Queue()
     for index, job in enumerate(jobs):
         todo.put((index, job))
-    for _ in range(workers):
+    for _ in range(plan.workers):
         todo.put(None)  # one stop sign per worker, after every job
-    processes = [context.Process(target=_work, args=(plan, todo, reports), daemon=True) for _ in range(workers)]
+    processes = [context.Process(target=_work, args=(plan, todo, reports), daemon=True)
+                 for _ in range(plan.workers)]
     for process in processes:
         process.start()
     records: dict[int, RunRecord] = {}

@@ -55,9 +55,9 @@ def test_two_workers_give_the_records_of_one_process_in_job_order(tiny_folder, t
     jobs = batch_size_jobs(lineup, draw_edits("counterfact", 4, seed=1), (1, 4))
     single = run_jobs(jobs, lineup, model, tok, SETTINGS, Rank(), QUIET)
     # Same thread count as this process, so even the last bits of every sum must agree.
-    plan = WorkerPlan(str(tiny_folder), SETTINGS, threads=torch.get_num_threads())
+    plan = WorkerPlan(2, str(tiny_folder), SETTINGS, threads=torch.get_num_threads())
     events = Events()
-    parallel = run_in_workers(jobs, plan, workers=2, events=events)
+    parallel = run_in_workers(jobs, plan, events=events)
     assert [(r.editor, r.batch_size) for r in parallel] == [("unedited", 1), ("unedited", 4), ("ft_l", 1), ("ft_l", 4)]
     assert [r.to_json(include_timings=False) for r in parallel] == [r.to_json(include_timings=False) for r in single]
     for index in range(len(jobs)):
@@ -71,8 +71,8 @@ def test_run_jobs_uses_workers_and_prepares_the_shared_baseline_once(tiny_folder
     model, tok = load(str(tiny_folder))
     lineup = {IdentityEditor.name: IdentityEditor(), "ft_l": make_editor("ft_l", model)}
     jobs = batch_size_jobs(lineup, draw_edits("counterfact", 3, seed=2), (3,))
-    plan = WorkerPlan(str(tiny_folder), SETTINGS, threads=1)
-    records = run_jobs(jobs, lineup, model, tok, SETTINGS, Rank(), QUIET, workers=2, plan=plan)
+    plan = WorkerPlan(2, str(tiny_folder), SETTINGS, threads=1)
+    records = run_jobs(jobs, lineup, model, tok, SETTINGS, Rank(), QUIET, plan=plan)
     assert [r.editor for r in records] == ["unedited", "ft_l"]
     baselines = list((tmp_cache / "baselines").rglob("*.json"))
     assert any(path.name.startswith("locality-") for path in baselines)
@@ -84,10 +84,10 @@ def test_run_jobs_uses_workers_and_prepares_the_shared_baseline_once(tiny_folder
 def test_a_failing_job_is_reported_with_its_title(tiny_folder, tmp_cache):
     edits = draw_edits("counterfact", 2, seed=0)
     jobs = [Job(IdentityEditor.name, edits, 2), Job("no_such_editor", edits, 2)]
-    plan = WorkerPlan(str(tiny_folder), SETTINGS, threads=1)
+    plan = WorkerPlan(2, str(tiny_folder), SETTINGS, threads=1)
     with pytest.raises(WorkerFailed, match=r"Job 'no_such_editor, batch of 2, counterfact' failed in a worker: "
                                            r"EditorUnavailable"):
-        run_in_workers(jobs, plan, workers=2, events=Events())
+        run_in_workers(jobs, plan, events=Events())
 
 
 def test_worker_count_auto_and_explicit(monkeypatch):

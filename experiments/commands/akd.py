@@ -187,7 +187,7 @@ def akd_command(benchmark, split, layer_text, batch_size, sweep: SweepArguments)
         edit_sets = [edit_set_of(batch.requests, label, sweep.seed) for batch in batches]
         jobs = [Job(name, edits, batch_size, label=batch.label)
                 for name in lineup for batch, edits in zip(batches, edit_sets)]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, **sweep.parallel(len(jobs)))
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
         if records is None:
             return
         layer_of = {name: last_edited_layer(editor, memit_layers[-1]) for name, editor in lineup.items()}

@@ -51,7 +51,7 @@ def medical_command(benchmark_text, batch_text, edits, sweep: SweepArguments):
         model, tok = load(sweep.model_name)
         lineup = line_up(names, model, out)
         jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, **sweep.parallel(len(jobs)))
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
     if records is None:
         return
     for edit_set in edit_sets:

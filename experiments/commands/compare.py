@@ -9,7 +9,7 @@ from experiments.commands.common import (
     model_option, output_options, publish, requested_editors, seed_option, usage_errors, workers_option,
 )
 from experiments.commands.sweep import line_up, run_jobs
-from experiments.commands.sweep_options import parallel_run
+from experiments.commands.sweep_options import worker_plan
 from experiments.console import console, fail
 from experiments.edit_sets import draw_edits
 from experiments.records import Settings
@@ -51,7 +51,7 @@ def compare_command(editor_list, benchmark, split, batch_size, fluency_prompts, 
         lineup = line_up(names, model, out)
         jobs = [Job(name, edits, batch_size) for name in lineup]
         records = run_jobs(jobs, lineup, model, tok, settings, Rank(), out,
-                           **parallel_run(workers, len(jobs), model_name, settings))
+                           plan=worker_plan(workers, len(jobs), model_name, settings))
     out.print(comparison_table(records, f"{len(edits.requests)} edits from {edits.dataset.benchmark} "
                                      f"({edits.dataset.split or 'file'}), batch {batch_size}, seed {seed}"))
     arguments = dict(editors=editor_list, benchmark=benchmark, split=split, batch=batch_size, model=model_name,

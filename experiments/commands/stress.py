@@ -72,7 +72,7 @@ def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments)
         lineup = line_up(names, model, out, overrides)
         jobs = [Job(name, edits, len(edits.requests), label=label)
                 for name in lineup for label, edits in edit_sets]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, **sweep.parallel(len(jobs), overrides))
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs), overrides))
         if records is None:
             return
         akd = job_akd_entries(jobs, model, tok, [akd_layer], key_token or "subject_last")
@@ -152,7 +152,7 @@ def batch_sweep_command(benchmark, split, batch_sizes, edits, sweep: SweepArgume
         model, tok = load(sweep.model_name)
         lineup = line_up(names, model, out)
         jobs = batch_size_jobs(lineup, edit_set, sizes)
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, **sweep.parallel(len(jobs)))
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
     if records is None:
         return
     where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or 'file'})"
@@ -184,7 +184,7 @@ def sequential_command(steps, batch_size, benchmark, split, sweep: SweepArgument
         model, tok = load(sweep.model_name)
         lineup = line_up(names, model, out)
         jobs = [Job(name, edit_set, batch_size, mode="sequential") for name in lineup]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, **sweep.parallel(len(jobs)))
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
     if records is None:
         return
     for record in records:

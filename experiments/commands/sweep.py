@@ -80,19 +80,17 @@ def batch_size_jobs(lineup: Mapping[str, Editor], edits: EditSet, sizes: Sequenc
 
 
 def run_jobs(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok: Any,
-             settings: Settings, rank: Rank, out: Console, workers: int = 1,
+             settings: Settings, rank: Rank, out: Console,
              plan: WorkerPlan | None = None) -> list[RunRecord] | None:
     """Every job's record in job order on rank 0 (this rank's share run here); None elsewhere.
 
-    With one process (no torchrun) and `workers` > 1, the jobs run in that many local worker
-    processes set up by `plan` (experiments/workers.py), after the work they all share has
-    been done once here."""
-    if rank.world <= 1 and workers > 1 and len(jobs) > 1:
-        if plan is None:
-            raise ValueError("Running jobs in worker processes needs a WorkerPlan.")
+    With one process (no torchrun) and a `plan` of more than one worker, the jobs run in
+    local worker processes (experiments/workers.py), after the work they all share has been
+    done once here."""
+    if rank.world <= 1 and plan is not None and plan.workers > 1 and len(jobs) > 1:
         prepare_shared_work(jobs, lineup, model, tok, settings, out)
         with job_board(out, [job.title for job in jobs]) as events:
-            return run_in_workers(jobs, plan, workers, events)
+            return run_in_workers(jobs, plan, events)
 
     def run(index: int) -> RunRecord:
         job = jobs[index]
@@ -109,8 +107,7 @@ def prepare_shared_work(jobs: Sequence[Job], lineup: Mapping[str, Editor], model
     baselines of each edit set, and whatever an editor prepares for a model (`prepare(model,
     tok)`, optional: e.g. covariance statistics and context prefixes)."""
     with out.status("Preparing the unedited baselines and the editors' statistics (once, cached)"):
-        for edits in {id(job.edits): job.edits for job in jobs}.values():
-            prepare_baseline(model, tok, edits, settings)
+        prepare_baseline(model, tok, list({id(job.edits): job.edits for job in jobs}.values()), settings)
         for name in dict.fromkeys(job.editor for job in jobs):
             prepare = getattr(lineup[name], "prepare", None)
             if prepare is not None:

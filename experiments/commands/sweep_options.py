@@ -14,7 +14,7 @@ from covariance.distributed import Rank
 from experiments.commands.common import (
     model_option, output_options, publish, requested_editors, seed_option, workers_option,
 )
-from experiments.console import console, fail
+from experiments.console import console
 from experiments.records import RunRecord, Settings
 from experiments.workers import WorkerPlan, available_cores, worker_count
 
@@ -43,9 +43,9 @@ class SweepArguments:
         """The validated --editors names (None: all); exits 2 on an unknown one."""
         return requested_editors(self.editor_list)
 
-    def parallel(self, jobs: int, key_value_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """`run_jobs`' keyword arguments `workers` and `plan` for --workers; exits 2 on a bad value."""
-        return parallel_run(self.workers, jobs, self.model_name, self.settings, key_value_overrides)
+    def worker_plan(self, jobs: int, key_value_overrides: Mapping[str, Any] | None = None) -> WorkerPlan:
+        """`run_jobs`' `plan` for --workers (validated while parsing)."""
+        return worker_plan(self.workers, jobs, self.model_name, self.settings, key_value_overrides)
 
     def console(self, rank: Rank) -> Console:
         # Only rank 0 reports, and --json keeps stdout for the JSON alone.
@@ -96,12 +96,9 @@ def scoring_options(function):
                         show_default=True, help="Edit prompts continued for fluency per step (0: off).")(function)
 
 
-def parallel_run(requested: str, jobs: int, model_name: str, settings: Settings,
-                 key_value_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """`run_jobs`' `workers` and `plan` for a --workers value; exits 2 on a bad one."""
-    try:
-        workers = worker_count(requested, jobs)
-    except ValueError as error:
-        fail(str(error))
-    threads = max(1, available_cores() // workers)
-    return {"workers": workers, "plan": WorkerPlan(model_name, settings, threads, key_value_overrides)}
+def worker_plan(requested: str, jobs: int, model_name: str, settings: Settings,
+                key_value_overrides: Mapping[str, Any] | None = None) -> WorkerPlan:
+    """`run_jobs`' `plan` for a --workers value (`workers_option` refused bad ones while
+    parsing); the cores are shared out evenly as torch threads."""
+    workers = worker_count(requested, jobs)
+    return WorkerPlan(workers, model_name, settings, max(1, available_cores() // workers), key_value_overrides)
