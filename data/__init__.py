@@ -3,6 +3,7 @@
 Owns: the benchmark and corpus files under `data/files/`, turning records into `EditRequest`s.
 Must not touch: models, editors, metrics.
 
+requests    EditRequest, LocalityProbe: the record loaders build and editors consume
 benchmarks  load_benchmark, BENCHMARKS (names, splits, formats), BenchmarkError
 formats     how each published record layout maps onto EditRequest
 corpus      corpus_text / corpus_file_text (WikiText-2 valid for statistics, test held out)

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from data.relations import RelationIndex, infer_relations
 from data.validation import ValidationResult, validate_batch
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 
 __all__ = [
     "BatchError", "SubjectSetPair", "ValidationResult", "natural_group_batch",

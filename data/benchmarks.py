@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from data.formats import FORMATS, RecordProblem, detect_format
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 
 
 class BenchmarkError(ValueError):

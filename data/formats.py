@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from editors.protocol import EditRequest, LocalityProbe
+from data.requests import EditRequest, LocalityProbe
 
 
 class RecordProblem(Exception):

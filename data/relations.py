@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 
 SLOT = "{}"
 

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 
 POLICIES = ("flag", "exclude")
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from editors.keys import request_keys, request_sites
-from editors.protocol import EditRequest, validate_requests
+from data.requests import EditRequest, validate_requests
 from metrics.keys import average_key_distance_per_layer
 
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from editors.applied import WeightEdit
 from editors.hparams import FtHparams
 from editors.keys import target_ids
-from editors.protocol import EditError, EditRequest, validate_requests
+from data.requests import EditRequest, validate_requests
+from editors.protocol import EditError
 from editors.upper import SplitBatch, block_input_state, run_upper
 from editors.values import forward_copy
 from lm.adapters import adapter_for

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from editors.protocol import EditRequest, EditRequestError
+from data.requests import EditRequest, EditRequestError
 from editors.upper import SplitBatch, block_input_state, run_upper
 from lm.adapters import adapter_for
 from lm.hooks import on_inputs, on_outputs, stop_after

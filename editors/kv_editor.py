@@ -20,7 +20,7 @@ from editors.applied import WeightEdit
 from editors.covariances import CorpusCovariance, CovarianceSource, fetch_moments
 from editors.hparams import ValueOptimisationHparams
 from editors.keys import KeySite, essence_sites, request_sites, target_ids
-from editors.protocol import EditRequest, validate_requests
+from data.requests import EditRequest, validate_requests
 from editors.spread import SpreadResult, spread_over_layers
 from editors.templates import context_prefixes
 from editors.value_cache import ValueCache, optimise_reusing, values_root

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 from experiments.heldout import HeldoutText, heldout_perplexity
 from experiments.scoring import locality_predictions
 from lm.files import cache_root, write_json_atomic

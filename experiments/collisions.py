@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from editors.akd import batch_keys
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 
 
 @dataclass(frozen=True)

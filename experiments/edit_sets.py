@@ -14,7 +14,7 @@ from typing import Sequence
 
 from data.batches import random_batch
 from data.benchmarks import BENCHMARKS, load_benchmark, shipped_file
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 from experiments.environment import file_sha256
 from experiments.records import DatasetInfo
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from data.validation import validate_batch
-from editors.protocol import EditRequest, Editor, validate_requests
+from data.requests import EditRequest, validate_requests
+from editors.protocol import Editor
 from experiments.aggregate import aggregate
 from experiments.baseline import BaselineCache
 from experiments.edit_sets import EditSet

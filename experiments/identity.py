@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from editors.protocol import EditRequest, validate_requests
+from data.requests import EditRequest, validate_requests
 
 
 class IdentityEditor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Sequence
 
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 from experiments.records import ModelHealth, RequestResult, RetrievalSummary
 from lm.scoring import Scorer, TokenScores
 from metrics import efficacy_score, fluency, locality_agreement, retrieval_rates, token_accuracy

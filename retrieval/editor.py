@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from editors.protocol import EditRequest, validate_requests
+from data.requests import EditRequest, validate_requests
 from lm.loading import model_fingerprint
 from lm.scoring import LMScorer
 from retrieval.checkpoint import CheckpointError, load_network, shipped_checkpoint

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import torch
 
 from data.validation import Ceiling, batch_ceiling
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 from lm.scoring import LMScorer
 from metrics.efficacy import token_accuracy
 from metrics.locality import locality_by_group, mean_locality

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 from retrieval.modules import (
     AttentionPromptEncoder,
     KnowledgeSentinel,

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 from lm.scoring import pad_sequences, positions_from_mask
 from retrieval.checkpoint import (
     FORMAT_VERSION,

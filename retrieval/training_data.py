@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 from data.benchmarks import load_benchmark
 from data.validation import validate_batch
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 
 TRAINING_BENCHMARKS = ("counterfact", "medcfpp", "medversa")
 

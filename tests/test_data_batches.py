@@ -13,7 +13,7 @@ from data.batches import (
 )
 from data.benchmarks import load_benchmark
 from data.relations import infer_relations, prompt_template
-from editors.protocol import EditRequest, LocalityProbe
+from data.requests import EditRequest, LocalityProbe
 
 
 @pytest.fixture(scope="module")

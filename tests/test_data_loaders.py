@@ -12,7 +12,7 @@ from data.benchmarks import (
     BENCHMARKS, BenchmarkError, benchmark_names, load_benchmark, shipped_file,
 )
 from data.corpus import CorpusError, corpus_file_text, corpus_text
-from editors.protocol import LocalityProbe
+from data.requests import LocalityProbe
 
 # Record counts per file, from the provenance table in BENCHMARKS.md.
 PUBLISHED_COUNTS = {

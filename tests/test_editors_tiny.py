@@ -20,7 +20,8 @@ from editors.applied import WeightEdit, trial_deltas
 from editors.covariances import CorpusCovariance, GivenCovariance
 from editors.keys import LayerwiseKeys, request_keys, request_sites
 from editors.merge import key_distance_groups
-from editors.protocol import Applied, EditError, Editor, EditRequest, EditRequestError
+from data.requests import EditRequest, EditRequestError
+from editors.protocol import Applied, EditError, Editor
 from editors.registry import EDITORS, UnknownEditor, make_editor
 from editors.templates import context_prefixes
 from editors.upper import SplitBatch, base_model, capture_upper_state, run_upper

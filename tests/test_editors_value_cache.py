@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from editors.protocol import EditRequest, LocalityProbe
+from data.requests import EditRequest, LocalityProbe
 from editors.registry import make_editor
 from experiments.edit_sets import edit_set_of
 from experiments.harness import run_batch

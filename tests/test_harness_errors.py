@@ -8,7 +8,7 @@ import pytest
 
 from data.batches import BatchError
 from data.benchmarks import BenchmarkError
-from editors.protocol import EditRequest, EditRequestError
+from data.requests import EditRequest, EditRequestError
 from experiments.edit_sets import draw_edits, edit_set_of
 from experiments.errors import HarnessError
 from experiments.harness import run_batch, run_sequential

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editors.protocol import EditRequest, LocalityProbe
+from data.requests import EditRequest, LocalityProbe
 from experiments.edit_sets import edit_set_of
 from experiments.harness import EditorRestoreError, run_batch, run_sequential, run_single
 from experiments.records import Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from editors.protocol import EditRequest, LocalityProbe
+from data.requests import EditRequest, LocalityProbe
 from experiments.aggregate import aggregate, combine_health, combine_retrieval
 from experiments.records import ModelHealth, RequestResult, RetrievalSummary
 from experiments.scoring import locality_predictions, retrieval_summary, score_requests

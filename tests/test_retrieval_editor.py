@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_retrieval_support import build_tokenizer, requests, tiny_encoder, tiny_llm
 
-from editors.protocol import EditRequestError
+from data.requests import EditRequestError
 from lm.scoring import LMScorer, output_logits, pad_sequences
 from retrieval.checkpoint import CheckpointError, load_network, save_network
 from retrieval.editor import RetrievalEditor

@@ -27,7 +27,8 @@ from data.benchmarks import load_benchmark
 from data.relation_names import RelationNames, counterfact_relation_names
 from data.relations import infer_relations
 from editors.hparams import load_hparams, parse_layers
-from editors.protocol import EditRequest, Editor
+from data.requests import EditRequest
+from editors.protocol import Editor
 from experiments.commands.common import usage_errors
 from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.stress import SPLIT_HELP, subject_pair

@@ -18,7 +18,7 @@ from data.batches import BatchError, SubjectSetPair, natural_group_batch, same_a
 from data.benchmarks import load_benchmark
 from data.relations import RelationIndex, infer_relations
 from editors.hparams import load_hparams
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 from experiments.commands.common import usage_errors
 from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.sweep import (

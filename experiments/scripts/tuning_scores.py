@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from rich.table import Table
 
-from editors.protocol import EditRequest
+from data.requests import EditRequest
 from experiments.console import console
 from metrics.average import average_score
 from metrics.efficacy import efficacy_score, token_accuracy
