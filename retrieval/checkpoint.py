@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from retrieval.files import atomic_output
+from lm.files import atomic_path
 from retrieval.memory import ModelIdentity
 from retrieval.network import NetworkConfig, RetrievalNetwork
 
@@ -73,7 +73,7 @@ def save_network(
         "encoder": dataclasses.asdict(encoder),
     }
     header["checksum"] = tensor_checksum(header, tensors)
-    with atomic_output(path) as temporary:
+    with atomic_path(path) as temporary:
         save_file(tensors, temporary, metadata={FORMAT_NAME: json.dumps(header)})
 
 

@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from retrieval.files import atomic_output
+from lm.files import atomic_path
 
 FORMAT_NAME = "editscope.encoder_features"
 _CHUNK = 512  # texts per encoder call between progress reports
@@ -75,7 +75,7 @@ class FeatureTable:
                     progress(start + len(chunk), len(ordered))
         features = torch.cat(chunks) if chunks else torch.empty(0, encoder.output_width, dtype=torch.float16)
         if path is not None:
-            with atomic_output(path) as temporary:
+            with atomic_path(path) as temporary:
                 save_file(
                     {"features": features.contiguous()}, temporary,
                     metadata={FORMAT_NAME: json.dumps({"count": len(ordered)})},

@@ -28,7 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from retrieval.files import atomic_output
+from lm.files import atomic_path
 
 FORMAT_NAME = "editscope.edit_memory"
 FORMAT_VERSION = 1
@@ -198,7 +198,7 @@ class EditMemory:
             "metadata": [self._metadata[entry_id] for entry_id in order],
         }
         header["checksum"] = _checksum(header, tensors)
-        with atomic_output(path) as temporary:
+        with atomic_path(path) as temporary:
             save_file(tensors, temporary, metadata={_HEADER_KEY: json.dumps(header)})
 
     @classmethod
