@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from experiments.commands.lazy_group import LazyGroup
+from experiments.console import exit_codes
 
 # Command name -> "module:attribute". Imported only when the command runs or lists its help,
 # so a quick command (e.g. a covariance cache hit) does not pay for every other command's
@@ -21,7 +22,15 @@ COMMANDS = {
 }
 
 
-@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(LazyGroup):
+    """The command group; every command's failure ends as `exit_codes` says."""
+
+    def invoke(self, ctx: click.Context):
+        with exit_codes():
+            return super().invoke(ctx)
+
+
+@click.group(cls=Commands, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="editscope", message="editscope %(version)s")
 def main() -> None:
     """Compare locate-then-edit and retrieval knowledge editors on identical edits."""

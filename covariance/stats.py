@@ -27,11 +27,12 @@ from covariance.corpus import DEFAULT_CORPUS, Corpus, load_corpus, length_sorted
 from covariance.distributed import Rank, all_reduce_sum, barrier, current_rank
 from covariance.identity import ModelIdentity, keys_for_identity
 from lm.adapters import adapter_for
+from lm.errors import UsageError
 
 Progress = Callable[[int, int], None]  # (tokens done, tokens to do) for this rank
 
 
-class LayerRangeError(ValueError):
+class LayerRangeError(UsageError):
     """Requested layers do not exist in the model."""
 
 

@@ -18,9 +18,10 @@ from typing import Any, Mapping
 
 from data.formats import FORMATS, RecordProblem, detect_format
 from data.requests import EditRequest
+from lm.errors import UsageError
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(UsageError):
     """A benchmark name, split, file or record cannot be used (one sentence says which and why)."""
 
 

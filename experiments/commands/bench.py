@@ -13,7 +13,6 @@ import click
 
 from covariance.distributed import current_rank
 from data.benchmarks import BENCHMARKS
-from experiments.commands.common import usage_errors
 from experiments.commands.sweep import batch_size_jobs, batch_sizes_of, line_up, run_jobs, sweep_edits
 from experiments.commands.sweep_options import SweepArguments, sweep_options
 from experiments.console import fail
@@ -46,12 +45,11 @@ def medical_command(benchmark_text, batch_text, edits, sweep: SweepArguments):
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    with usage_errors():
-        edit_sets = [sweep_edits(benchmark, sizes, edits, sweep.seed, None, "--batch") for benchmark in benchmarks]
-        model, tok = load(sweep.model_name)
-        lineup = line_up(names, model, out)
-        jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+    edit_sets = [sweep_edits(benchmark, sizes, edits, sweep.seed, None, "--batch") for benchmark in benchmarks]
+    model, tok = load(sweep.model_name)
+    lineup = line_up(names, model, out)
+    jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
     if records is None:
         return
     for edit_set in edit_sets:

@@ -8,7 +8,7 @@ import click
 
 from data.benchmarks import load_benchmark
 from experiments.collisions import close_key_pairs, same_subject_pairs
-from experiments.commands.common import model_option, usage_errors
+from experiments.commands.common import model_option
 from experiments.console import console, fail
 from experiments.discovery import build_editor
 from lm.files import atomic_directory
@@ -34,27 +34,25 @@ def edit_command(requests_file, editor_name, save_dir, key_threshold, force, mod
     target = Path(save_dir)
     if target.exists():
         fail(f"--save {save_dir} already exists; choose a new folder.")
-    with usage_errors():
-        requests = load_benchmark(requests_file)
-        model, tok = load(model_name)
-        editor = build_editor(editor_name, model)
-        hparams = getattr(editor, "hparams", None)
-        collisions = same_subject_pairs(requests)
-        if hparams is not None and hasattr(hparams, "layers"):
-            collisions += close_key_pairs(model, tok, requests, hparams.layers[-1], key_threshold,
-                                          getattr(hparams, "key_token", "subject_last"))
+    requests = load_benchmark(requests_file)
+    model, tok = load(model_name)
+    editor = build_editor(editor_name, model)
+    hparams = getattr(editor, "hparams", None)
+    collisions = same_subject_pairs(requests)
+    if hparams is not None and hasattr(hparams, "layers"):
+        collisions += close_key_pairs(model, tok, requests, hparams.layers[-1], key_threshold,
+                                      getattr(hparams, "key_token", "subject_last"))
     if collisions and not force and editor.name not in ("memit_merge", "recipe", "medrek"):
         listed = "; ".join(c.sentence() for c in collisions[:MAX_LISTED])
         more = f" and {len(collisions) - MAX_LISTED} more" if len(collisions) > MAX_LISTED else ""
         fail(f"{len(collisions)} colliding pair(s): {listed}{more}. Key-value editors map one key to one value, "
              "so use --editor memit_merge or a retrieval editor (recipe, medrek), or pass --force.")
-    with usage_errors():
-        applied = editor.apply(model, tok, requests)
-        with atomic_directory(target) as tmp:
-            store = getattr(applied, "store", None)
-            if store is not None:
-                store.memory.save(tmp / "memory.safetensors")
-            else:
-                model.save_pretrained(tmp, safe_serialization=True)
-                tok.save_pretrained(tmp)
+    applied = editor.apply(model, tok, requests)
+    with atomic_directory(target) as tmp:
+        store = getattr(applied, "store", None)
+        if store is not None:
+            store.memory.save(tmp / "memory.safetensors")
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
     out.print(f"Applied {len(requests)} edit(s) with {editor.name}; saved to {target}.")

@@ -22,6 +22,7 @@ from data.batches import BatchError
 from editors.akd import batch_akd
 from editors.protocol import Editor
 from experiments.commands.common import parse_csv_ints
+from lm.errors import UsageError
 from experiments.console import job_board, progress_bar
 from experiments.discovery import LINEUP_NAMES, EditorUnavailable, build_lineup_editor
 from experiments.edit_sets import EditSet, draw_edits
@@ -67,11 +68,12 @@ def sweep_edits(benchmark: str, sizes: Sequence[int], edits: int | None, seed: i
     default as many as the largest batch); raises one-sentence ValueErrors."""
     count = max(sizes) if edits is None else edits
     if max(sizes) > count:
-        raise ValueError(f"{option} {max(sizes)} is larger than the {count} edits drawn (--edits).")
+        raise UsageError(f"{option} {max(sizes)} is larger than the {count} edits drawn (--edits).")
     try:
         return draw_edits(benchmark, count, seed, split)
     except BatchError as error:
-        raise BatchError(f"{benchmark}: {error}") from None
+        asked = f"{option} {count}" if edits is None else f"--edits {count}"
+        raise BatchError(f"{benchmark}, {asked}: {error}") from None
 
 
 def batch_size_jobs(lineup: Mapping[str, Editor], edits: EditSet, sizes: Sequence[int]) -> list[Job]:
