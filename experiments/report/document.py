@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from experiments.records import RunRecord
+from experiments.records import RecordTypeError, RunRecord
 from experiments.report.analyses import check_analyses
 from experiments.report.errors import ReportError
 
@@ -122,7 +122,9 @@ def _run(item: Any, number: int, source: str) -> RunRecord:
         return RunRecord.from_dict(item)
     except KeyError as error:
         raise ReportError(f"{source}: run {number} lacks the field {error.args[0]!r}.") from None
-    except (TypeError, ValueError, AttributeError) as error:
+    except RecordTypeError as error:
+        raise ReportError(f"{source}: in run {number}, {error}.") from None
+    except ValueError as error:  # a value of the right type that a record refuses (Settings)
         raise ReportError(f"{source}: run {number} is malformed ({error}).") from None
 
 
