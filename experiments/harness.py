@@ -35,7 +35,7 @@ from experiments.records import (
     Timings, Validation,
 )
 from experiments.scoring import model_health, score_requests
-from lm.loading import model_fingerprint
+from lm.loading import check_finite_outputs, model_fingerprint
 from lm.scoring import LMScorer
 
 Progress = Callable[[int, int], None]  # (steps done, steps in total)
@@ -94,6 +94,7 @@ class _Run:
                  settings: Settings, baseline_dir: Path | None):
         # Refuse bad input before any expensive work.
         validate_requests(edits.requests)
+        check_finite_outputs(model, tok, "The model to edit")
         self.batches = _batches(len(edits.requests), batch_size)
         self.batch_size = batch_size
         self.started = time.perf_counter()
