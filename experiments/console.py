@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from typing import Callable, Iterator, NoReturn, Sequence
 
 import click
@@ -73,6 +74,32 @@ def progress_bar(out: Console, description: str, unit: str) -> Iterator[Callable
             bar.update(task, completed=done, total=total, rate=rate)
 
         yield update
+
+
+@contextlib.contextmanager
+def stages(out: Console, total: int) -> Iterator[Callable[[str], None]]:
+    """Yield `begin(title)`, called as each of `total` stages starts; shows the stage, how
+    many are done and the elapsed time (for long steps that report no progress of their own)."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=out, disable=out.quiet, transient=False) as bar:
+        task = bar.add_task("", total=total)
+        begun = []
+
+        def begin(title: str) -> None:
+            bar.update(task, description=title, completed=len(begun))
+            begun.append(title)
+
+        yield begin
+        bar.update(task, completed=len(begun))
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Hide the Python warnings libraries print (deprecations, dtype notes) during a step whose
+    own output is the progress display; editscope's own warnings go through logging and stay."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 @contextlib.contextmanager
