@@ -45,6 +45,7 @@ class NetworkCheckpoint:
     llm: ModelIdentity
     encoder: ModelIdentity
     path: Path
+    checksum: str  # of the file's header and tensors: which trained weights these are
 
 
 def save_network(
@@ -130,7 +131,7 @@ def load_network(
         raise CheckpointError(
             f"Retrieval checkpoint {path} does not match its own architecture ({first})."
         ) from None
-    return NetworkCheckpoint(network.eval(), llm, encoder, path)
+    return NetworkCheckpoint(network.eval(), llm, encoder, path, tensor_checksum(header, tensors))
 
 
 def shipped_checkpoint(name: str) -> Path:
