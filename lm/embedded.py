@@ -71,6 +71,12 @@ def _dequantise_into(source: Path, target: Path) -> None:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantised.state_dict())
-    with sealed_directory(target) as tmp:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+    try:
+        with sealed_directory(target) as tmp:
+            plain.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+    except OSError as error:  # a full disk or a read-only cache: the user's to fix, in one sentence
+        raise ModelNotAvailable(
+            f"Cannot write the dequantised default model into {target.parent} ({error.strerror or error}); "
+            "free some space there or point $EDITSCOPE_CACHE at another folder."
+        ) from None
