@@ -259,7 +259,8 @@ def _build(annotation: Any, value: Any, where: str = "record") -> Any:
             if field.name in value or field.default is dataclasses.MISSING
         })
     if origin is tuple:
-        _expect(isinstance(value, list), where, "an array", value)
+        # JSON gives lists; `to_dict()` (sent between processes) keeps the tuples.
+        _expect(isinstance(value, (list, tuple)), where, "an array", value)
         return tuple(_build(arguments[0], item, f"{where}[{index}]") for index, item in enumerate(value))
     if origin is dict:
         _expect(isinstance(value, dict), where, "an object", value)
