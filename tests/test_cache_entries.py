@@ -30,7 +30,7 @@ def test_a_sealed_json_entry_reads_back_until_it_is_damaged(tmp_path, caplog):
     half_truncate(entry)
     assert read_sealed_json(entry) is None
     (warning,) = cache_warnings(caplog)
-    assert warning.startswith(f"Warning: damaged cache entry {entry} (") and "bytes instead of" in warning
+    assert warning.startswith(f"Warning: cache entry {entry} cannot be trusted (") and "bytes instead of" in warning
     assert not entry.exists() and not seal_path(entry).exists()
     assert (tmp_path / ("entry.json" + DAMAGED_SUFFIX)).is_file()
     assert read_sealed_json(entry) is None and len(cache_warnings(caplog)) == 1  # absent: no new warning
