@@ -96,9 +96,9 @@ class _Run:
                  settings: Settings, baseline_dir: Path | None):
         # Refuse bad input before any expensive work.
         validate_requests(edits.requests)
+        self.batches = _batches(len(edits.requests), batch_size)
         check_context(edits.requests, tok, model)
         check_finite_outputs(model, tok, "The model to edit")
-        self.batches = _batches(len(edits.requests), batch_size)
         self.batch_size = batch_size
         self.started = time.perf_counter()
         self.editor, self.model, self.tok, self.edits, self.settings = editor, model, tok, edits, settings
