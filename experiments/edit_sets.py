@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from data.batches import random_batch
+from data.batches import BatchError, random_batch
 from data.benchmarks import BENCHMARKS, load_benchmark, shipped_file
 from data.requests import EditRequest
 from experiments.environment import file_sha256
@@ -32,11 +32,13 @@ class EditSet:
         return tuple(request.metadata.get("index") for request in self.requests)
 
 
-def draw_edits(benchmark: str, n: int, seed: int, split: str | None = None) -> EditSet:
+def draw_edits(benchmark: str, n: int, seed: int, split: str | None = None,
+               asked_by: str | None = None) -> EditSet:
     """n requests drawn uniformly (seeded) from a shipped benchmark split or a benchmark file.
 
     Raises `BenchmarkError` for an unknown name or a bad file/record and `BatchError` when n is
-    not between 1 and the number of requests available (both one-sentence `ValueError`s).
+    not between 1 and the number of requests available (both one-sentence `UsageError`s); the
+    latter starts with `asked_by`, the options that asked for n (e.g. "--batch 50").
     """
     requests = load_benchmark(benchmark, split)
     if benchmark in BENCHMARKS:
@@ -48,7 +50,11 @@ def draw_edits(benchmark: str, n: int, seed: int, split: str | None = None) -> E
         path = Path(benchmark)
         dataset = DatasetInfo(str(requests[0].metadata["benchmark"]), None, str(path),
                               file_sha256(path))
-    return EditSet(tuple(random_batch(requests, n, seed)), dataset, seed)
+    try:
+        drawn = random_batch(requests, n, seed)
+    except BatchError as error:
+        raise BatchError(f"{asked_by}: {error}" if asked_by else str(error)) from None
+    return EditSet(tuple(drawn), dataset, seed)
 
 
 def edit_set_of(requests: Sequence[EditRequest], label: str, seed: int = 0) -> EditSet:

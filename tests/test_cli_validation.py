@@ -113,7 +113,7 @@ CASES = {
     "sequential batch negative": (["stress", "sequential", "--batch", "-3"],
                                   "--batch must be a positive number of edits, not -3."),
     "sequential beyond split": (["stress", "sequential", "--benchmark", "medcf", "--steps", "100", "--batch", "20"],
-                                "Cannot draw 2000 from 802 requests"),
+                                "--steps 100 × --batch 20: Cannot draw 2000 from 802 requests"),
     "sequential unknown model": (["stress", "sequential", "--steps", "1", "--batch", "2", "--model", MISSING_MODEL],
                                  MODEL_SENTENCE),
     # akd

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from covariance.distributed import Rank
-from data.batches import BatchError
 from experiments.commands.common import (
     model_option, output_options, publish, requested_editors, seed_option, workers_option,
 )
@@ -46,10 +45,7 @@ def compare_command(editor_list, benchmark, split, batch_size, fluency_prompts, 
     out = console(quiet or as_json)
     settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
                         perplexity_tokens=perplexity_tokens)
-    try:
-        edits = draw_edits(benchmark, batch_size, seed, split)
-    except BatchError as error:
-        raise BatchError(f"--batch {batch_size}: {error}") from None
+    edits = draw_edits(benchmark, batch_size, seed, split, asked_by=f"--batch {batch_size}")
     model, tok = load(model_name)
     lineup = line_up(names, model, out)
     jobs = [Job(name, edits, batch_size) for name in lineup]

@@ -176,7 +176,8 @@ def sequential_command(steps, batch_size, benchmark, split, sweep: SweepArgument
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    edit_set = draw_edits(benchmark, steps * batch_size, sweep.seed, split)
+    edit_set = draw_edits(benchmark, steps * batch_size, sweep.seed, split,
+                          asked_by=f"--steps {steps} × --batch {batch_size}")
     model, tok = load(sweep.model_name)
     lineup = line_up(names, model, out)
     jobs = [Job(name, edit_set, batch_size, mode="sequential") for name in lineup]

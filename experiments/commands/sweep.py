@@ -18,7 +18,6 @@ import torch.distributed as dist
 from rich.console import Console
 
 from covariance.distributed import Rank
-from data.batches import BatchError
 from editors.akd import batch_akd
 from editors.protocol import Editor
 from experiments.commands.common import parse_csv_ints
@@ -69,11 +68,8 @@ def sweep_edits(benchmark: str, sizes: Sequence[int], edits: int | None, seed: i
     count = max(sizes) if edits is None else edits
     if max(sizes) > count:
         raise UsageError(f"{option} {max(sizes)} is larger than the {count} edits drawn (--edits).")
-    try:
-        return draw_edits(benchmark, count, seed, split)
-    except BatchError as error:
-        asked = f"{option} {count}" if edits is None else f"--edits {count}"
-        raise BatchError(f"{benchmark}, {asked}: {error}") from None
+    asked = f"{option} {count}" if edits is None else f"--edits {count}"
+    return draw_edits(benchmark, count, seed, split, asked_by=f"{benchmark}, {asked}")
 
 
 def batch_size_jobs(lineup: Mapping[str, Editor], edits: EditSet, sizes: Sequence[int]) -> list[Job]:
