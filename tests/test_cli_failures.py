@@ -76,3 +76,13 @@ def test_an_unwritable_reports_dir_exits_2_before_the_model_loads(loads, tmp_pat
     (line,) = result.output.strip().splitlines()
     assert line.startswith(f"Error: --reports-dir {reports}: ") and "not writable" in line
     assert loads == []  # refused while parsing: no model loaded, no editor run
+
+
+def test_an_unwritable_cache_exits_2_before_the_model_loads(loads, monkeypatch, tmp_path):
+    cache = unwritable_folder(tmp_path)
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(cache))
+    result = compare_run(tmp_path / "reports")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: The cache folder {cache} cannot be written (") and "$EDITSCOPE_CACHE" in line
+    assert loads == [] and not (tmp_path / "reports").exists()

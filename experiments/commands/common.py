@@ -12,7 +12,7 @@ from rich.console import Console
 from experiments.console import fail
 from experiments.records import RunRecord
 from experiments.report import Report, publish_report
-from lm.files import unwritable_reason
+from lm.files import cache_root, unwritable_reason
 
 DEFAULT_REPORTS_DIR = "reports"
 
@@ -51,8 +51,18 @@ def workers_option(function):
              "and 6 GB of RAM each, 1 on a GPU). Each takes its share of the cores as torch threads.")(function)
 
 
+def writable_cache(_context, _parameter, value: str) -> str:
+    """Every command that loads a model also writes the cache (statistics, baselines, the
+    default model): refuse an unwritable cache root while parsing, not after the work."""
+    reason = unwritable_reason(cache_root())
+    if reason is not None:
+        fail(f"The cache folder {cache_root()} cannot be written ({reason}); point $EDITSCOPE_CACHE "
+             "at a writable folder.")
+    return value
+
+
 def model_option(function):
-    return click.option("--model", "model_name", default="default", show_default=True,
+    return click.option("--model", "model_name", default="default", show_default=True, callback=writable_cache,
                         help="'default' (embedded SmolLM2-135M), an HF model id, or a local folder.")(function)
 
 

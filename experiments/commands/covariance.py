@@ -14,7 +14,7 @@ from covariance.collect import CollectOptions
 from covariance.corpus import DEFAULT_CORPUS, load_corpus
 from covariance.distributed import current_rank
 from covariance.stats import check_layers, second_moments
-from experiments.commands.common import parse_layer_option
+from experiments.commands.common import model_option, parse_layer_option
 from experiments.console import console, fail, progress_bar
 from lm.loading import load
 
@@ -22,8 +22,7 @@ LOAD_DTYPE = torch.float32  # the statistics' model; the memoised identity is pe
 
 
 @click.command("covariance")
-@click.option("--model", "model_name", default="default", show_default=True,
-              help="'default' (embedded SmolLM2-135M), an HF model id, or a local folder.")
+@model_option
 @click.option("--layers", default="4-8", show_default=True, help="Layers, e.g. 4-8 or 2,4,6.")
 @click.option("--tokens", type=int, default=100_000, show_default=True, help="Token budget.")
 @click.option("--corpus", default=DEFAULT_CORPUS, show_default=True,
