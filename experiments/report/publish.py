@@ -45,8 +45,8 @@ def publish_report(report: Report, reports_root: str | Path) -> Path:
             shutil.rmtree(assembling, ignore_errors=True)
     except OSError as error:
         saved = _save_elsewhere(name, text)
-        where = f"its report.json was saved to {saved}; render it there with `editscope report {saved}`" \
-            if saved else "and no other place could be written either"
+        where = (f"its report.json was saved to {saved}; render it there with `editscope report {saved}`"
+                 if saved else "no other place could be written either")
         raise ReportError(f"Cannot write the report under {root} ({error.strerror or error}); {where}.") from None
 
 
