@@ -4,6 +4,7 @@ leaves a report folder behind. A tiny model stands in for the default one."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -86,3 +87,20 @@ def test_an_unwritable_cache_exits_2_before_the_model_loads(loads, monkeypatch, 
     (line,) = result.output.strip().splitlines()
     assert line.startswith(f"Error: The cache folder {cache} cannot be written (") and "$EDITSCOPE_CACHE" in line
     assert loads == [] and not (tmp_path / "reports").exists()
+
+
+def test_a_half_truncated_covariance_file_is_recomputed_by_the_next_run(tmp_path, tiny_tok, tmp_cache, caplog):
+    folder = tmp_path / "model"
+    tiny_model("llama", seed=0).save_pretrained(folder)
+    tiny_tok.save_pretrained(folder)
+    command = ["covariance", "--model", str(folder), "--layers", "1", "--tokens", "60", "--max-length", "16",
+               "--dtype", "fp32", "--json"]
+    first = CliRunner().invoke(main, command)
+    assert first.exit_code == 0, first.output
+    (path,) = (tmp_cache / "covariance").rglob("*.safetensors")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    again = CliRunner().invoke(main, command)
+    assert again.exit_code == 0, again.output
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "editscope.cache"]
+    assert str(path) in warning and "recomputing" in warning
+    assert json.loads(again.output)["layers"][0]["trace"] == pytest.approx(json.loads(first.output)["layers"][0]["trace"])
