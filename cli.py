@@ -13,6 +13,7 @@ COMMANDS = {
     "akd": "experiments.commands.akd:akd_command",
     "bench": "experiments.commands.bench:bench_command",
     "compare": "experiments.commands.compare:compare_command",
+    "convert": "experiments.commands.convert:convert_command",
     "covariance": "experiments.commands.covariance:covariance_command",
     "edit": "experiments.commands.edit:edit_command",
     "report": "experiments.commands.report:report_command",

@@ -29,7 +29,7 @@ from data.relations import infer_relations
 from editors.hparams import load_hparams, parse_layers
 from data.requests import EditRequest
 from editors.protocol import Editor
-from experiments.commands.common import usage_errors
+from experiments.commands.common import field_map_option, usage_errors
 from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.stress import SPLIT_HELP, subject_pair
 from experiments.commands.sweep import Job, job_akd_entries, line_up, run_jobs
@@ -94,15 +94,16 @@ def templated(request: EditRequest, relation: str, template: str, paraphrase: st
                    metadata={**request.metadata, "template": template})
 
 
-def experiment_batches(benchmark: str, split: str | None, size: int, seed: int) -> list[CompositionBatch]:
+def experiment_batches(benchmark: str, split: str | None, size: int, seed: int,
+                       fields: Any = None) -> list[CompositionBatch]:
     """The batches of one run, built before any model is loaded (one-sentence errors)."""
     if benchmark == "counterfact":
-        pool = load_benchmark("counterfact", split)
+        pool = load_benchmark("counterfact", split, fields)
         # Relations inferred from one split stay split (data.relations); both join them.
         relations = infer_relations(load_benchmark("counterfact", "train") + load_benchmark("counterfact", "test"))
         names = counterfact_relation_names()
     else:
-        pool = load_benchmark(benchmark, split)
+        pool = load_benchmark(benchmark, split, fields)
         relations, names = infer_relations(pool), None
     return composition_batches(subject_pair(pool, relations, size, seed, "--batch"), names)
 
@@ -163,13 +164,14 @@ def knowledge_keys(editor: Editor) -> Callable[[Sequence[EditRequest]], torch.Te
 @click.option("--benchmark", default="counterfact", show_default=True,
               help=BENCHMARK_HELP + " App. C templates need relation names, which only CounterFact has.")
 @click.option("--split", default=None, help=SPLIT_HELP)
+@field_map_option
 @click.option("--layers", "layer_text", default=None,
               help="Layers whose AKD is reported, e.g. 2-8 or 2,4,6 (default: MEMIT's edited layers "
                    "for the model's family).")
 @click.option("--batch", "batch_size", type=int, default=20, show_default=True,
               help="Edits per batch, one per relation (at most 24 for CounterFact).")
 @sweep_options(default_editors="memit")
-def akd_command(benchmark, split, layer_text, batch_size, sweep: SweepArguments):
+def akd_command(benchmark, split, fields, layer_text, batch_size, sweep: SweepArguments):
     """AKD per layer of batches with 0–100% shared subjects and in App. C's templates, each
     edited in batch mode, and the Spearman correlation of AKD with efficacy."""
     if batch_size < 2:
@@ -179,7 +181,7 @@ def akd_command(benchmark, split, layer_text, batch_size, sweep: SweepArguments)
     rank = current_rank()
     out = sweep.console(rank)
     with usage_errors():
-        batches = experiment_batches(benchmark, split, batch_size, sweep.seed)
+        batches = experiment_batches(benchmark, split, batch_size, sweep.seed, fields)
         model, tok = load(sweep.model_name)
         memit_layers = load_hparams("memit", model.config.model_type).layers
         layers = tuple(check_layers(model, layers)) if layers is not None else memit_layers
@@ -202,7 +204,8 @@ def akd_command(benchmark, split, layer_text, batch_size, sweep: SweepArguments)
                 "akd_layers": {"reported": list(layers), "correlated": layer_of}}
     if high_similarity:
         analyses["high_similarity_samples"] = high_similarity
-    sweep.publish("akd", dict(benchmark=benchmark, split=split, layers=layer_text, batch=batch_size),
+    sweep.publish("akd", dict(benchmark=benchmark, split=split, fields=fields and fields.spec, layers=layer_text,
+                              batch=batch_size),
                   records, out, analyses)
 
 
