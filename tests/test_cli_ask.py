@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from cli import main
 from experiments import saved_edits
-from experiments.commands import edit
+from experiments.commands import ask, edit
 from lm.loading import load
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "files" / "counterfact" / "test.json.gz"
@@ -67,3 +67,15 @@ def test_ask_needs_edits_or_an_editor_with_requests(tmp_path):
     for args in ([], ["--requests", str(tmp_path / "r.json")], ["--edits", str(tmp_path), "--requests", "r.json"]):
         result = CliRunner().invoke(main, ["ask", *args, "--prompt", "Hi"])
         assert result.exit_code == 2 and result.output.startswith("Error: ")
+
+
+@pytest.mark.slow
+def test_ask_edits_in_memory_and_answers_interactively(edit_file, monkeypatch, default_model):
+    path, record = edit_file
+    monkeypatch.setattr(ask, "load", lambda name: default_model)  # medrek leaves the weights alone
+    result = CliRunner().invoke(main, ["ask", "--editor", "medrek", "--requests", str(path), "--samples", "0",
+                                       "--max-new-tokens", "4"], input=f"{record['prompt']}\n\n")
+    assert result.exit_code == 0, result.output
+    assert "Question (empty to stop)" in result.output and "edited (medrek)" in result.output
+    shown = " ".join(result.output.split())  # Rich wraps the caption to the table's width
+    assert f"Edit reached: {record['prompt']!r} → {record['target_new']!r}" in shown
