@@ -32,7 +32,8 @@ def bench_command() -> None:
 @bench_command.command("medical")
 @click.option("--benchmark", "benchmark_text", default="all", show_default=True,
               help="medcf, medcfpp, medversa, all (the three), a comma-separated list of them, or a "
-                   "path to a JSON file in one of their formats.")
+                   "path to a JSON/JSONL file in one of their formats, the canonical one or any layout "
+                   "read through --fields.")
 @click.option("--batch", "batch_text", default="1,10,50,100", show_default=True,
               help="Batch sizes; every size edits the same drawn edits of a benchmark.")
 @click.option("--edits", type=click.IntRange(min=1), default=None,
@@ -77,7 +78,7 @@ def medical_benchmarks(text: str) -> tuple[str, ...]:
     if parts == ("all",):
         return MEDICAL_BENCHMARKS
     for part in parts:
-        looks_like_file = Path(part).exists() or Path(part).suffix in (".json", ".gz")
+        looks_like_file = Path(part).exists() or Path(part).suffix in (".json", ".jsonl", ".gz")
         if part in BENCHMARKS and part not in MEDICAL_BENCHMARKS:
             fail(f"bench medical runs {', '.join(MEDICAL_BENCHMARKS)}; run {part} with `stress batch-sweep "
                  f"--benchmark {part}`.")
