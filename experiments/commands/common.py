@@ -79,7 +79,7 @@ def field_map_option(function):
         "--fields", default=None, callback=_parsed_field_map, metavar="MAP",
         help="Read a benchmark file of another layout: canonical=record_field pairs, e.g. "
              "'target_new=answer,prompt=question,locality.topic=topic_prompt:topic_answer', "
-             "or a .toml mapping file (README: "Edit sets").")(function)
+             "or a .toml mapping file (README: 'Edit sets').")(function)
 
 
 def max_target_tokens_option(function):
