@@ -9,10 +9,12 @@ import click
 
 from data.benchmarks import load_benchmark
 from experiments.collisions import close_key_pairs, same_subject_pairs
-from experiments.commands.common import model_option, writable_folder
+from experiments.commands.common import field_map_option, max_target_tokens_option, model_option, writable_folder
 from experiments.console import console, fail, quiet_libraries, stages
 from experiments.context import check_context
 from experiments.discovery import EDITOR_NAMES, build_editor
+from experiments.edit_sets import cut_targets
+from experiments.saved_edits import write_manifest
 from lm.files import atomic_directory
 from lm.loading import load, quiet_transformers
 
@@ -36,7 +38,10 @@ def _new_folder(context, parameter, value: str) -> str:
 
 @click.command("edit")
 @click.option("--requests", "requests_file", required=True, type=click.Path(dir_okay=False),
-              help="JSON file of edits in any shipped benchmark format (e.g. CounterFact's fields).")
+              help="JSON/JSONL file of edits: canonical, any shipped benchmark format (e.g. CounterFact's "
+                   "fields), or any layout read through --fields.")
+@field_map_option
+@max_target_tokens_option
 @click.option("--editor", "editor_name", required=True, callback=_known_editor,
               help="memit, pmet, memit_merge, alphaedit, ft_l, recipe, medrek.")
 @click.option("--save", "save_dir", required=True, type=click.Path(file_okay=False), callback=_new_folder,
@@ -46,14 +51,16 @@ def _new_folder(context, parameter, value: str) -> str:
 @click.option("--force", is_flag=True, help="Apply even when requests collide.")
 @model_option
 @click.option("--quiet", is_flag=True)
-def edit_command(requests_file, editor_name, save_dir, key_threshold, force, model_name, quiet):
+def edit_command(requests_file, fields, max_target_tokens, editor_name, save_dir, key_threshold, force, model_name,
+                 quiet):
     """Diagnose key collisions, then apply the edits and save the result to --save."""
     out = console(quiet)
     target = Path(save_dir)
-    requests = load_benchmark(requests_file)
+    requests = load_benchmark(requests_file, fields=fields)
     with stages(out, 4) as begin, quiet_libraries(), quiet_transformers():
         begin("loading the model")
         model, tok = load(model_name)
+        requests, _ = cut_targets(requests, tok, max_target_tokens)
         check_context(requests, tok, model)
         _check_space_for_copy(model, target)
         editor = build_editor(editor_name, model)
@@ -78,6 +85,7 @@ def edit_command(requests_file, editor_name, save_dir, key_threshold, force, mod
             else:
                 model.save_pretrained(tmp, safe_serialization=True)
                 tok.save_pretrained(tmp)
+            write_manifest(tmp, editor.name, model_name, requests)  # what `ask --edits` reads back
     out.print(f"Applied {len(requests)} edit(s) with {editor.name}; saved to {target}.")
 
 
