@@ -1,0 +1,99 @@
+"""What the batched value optimisation holds in memory, estimated from the model's shape.
+
+`editors.values` runs every request's sequences (its bare prompt, one per context prefix, and
+its drift probe) through the blocks from the edit layer l* up, forward and backward, at every
+step; everything below l* and every position before the key token is computed once
+(`editors.upper`). Per request the optimisation therefore holds, for each of its sequences
+with P cached positions before the key token and S positions from it on:
+
+- the cached state: the hidden state entering l* at the S positions, and the attention keys
+  and values of all P + S positions in the U = layers − l* upper blocks (kept as one tensor);
+- one step's autograd graph in those U blocks (weights are frozen, so the linear layers keep
+  nothing; what stays is each norm's input, the MLP's d_ff-wide activations, the queries, the
+  keys and values the attention concatenates and repeats over heads, and the attention
+  probabilities);
+- float32 logits over the vocabulary only at the rows a loss reads (each target token of each
+  prompt, and the key token of the drift probe), with log-softmax and gradient buffers.
+
+The counts below follow those tensors in the Hugging Face decoder blocks (eager attention, the
+CPU path of a bf16 copy); `perf/editing.py` and `tests/test_memory_plan.py` check the estimate
+against the measured peak. Requests are optimised independently, so a chunk of k requests
+costs k times as much and the chunk is the largest k that fits the budget's room.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from lm.memory import ModelShape
+
+FLOAT32 = 4
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One sequence of a request: `prefix` cached positions, `suffix` recomputed ones, and how
+    many logit rows its loss reads (`target_rows` target tokens, `kl_rows` drift rows)."""
+
+    prefix: int
+    suffix: int
+    target_rows: int = 0
+    kl_rows: int = 0
+
+
+def sequence_bytes(shape: ModelShape, upper: int, seq: PromptRow, compute_bytes: int) -> int:
+    """Peak bytes one sequence adds to a step: cached state, autograd graph and logits."""
+    d, b = shape.width, compute_bytes
+    full = seq.prefix + seq.suffix
+    kv_width = shape.kv_heads * shape.head_dim
+    q_width = shape.heads * shape.head_dim
+    cached = seq.suffix * d * b + upper * 2 * full * kv_width * b
+    # Per block: two norms (a float32 copy of their input, its normalised form, the output);
+    # queries; the concatenated keys/values and, with grouped heads, their per-head repeat;
+    # the probabilities (float32 softmax, then cast); the MLP's d_ff-wide activations.
+    norms = 2 * seq.suffix * d * (2 * FLOAT32 + b)
+    repeat = 2 * full * q_width * b if shape.heads != shape.kv_heads else 0
+    attention = seq.suffix * q_width * b + 2 * full * kv_width * b + repeat
+    attention += shape.heads * seq.suffix * full * (FLOAT32 + b)
+    mlp = (shape.ffn_activations + 1) * seq.suffix * shape.ffn_width * b
+    graph = upper * (norms + attention + mlp) + seq.suffix * d * (2 * FLOAT32 + b)  # + final norm
+    # Target rows: the head's output, its float32 copy, log-softmax kept for backward, gradient.
+    # Drift rows: the same plus exp, difference, product and the kept unedited log-probabilities.
+    logits = shape.vocab * (seq.target_rows * (b + 3 * FLOAT32) + seq.kl_rows * (b + 6 * FLOAT32))
+    return cached + graph + logits
+
+
+@dataclass(frozen=True)
+class RequestLengths:
+    """Token counts of a typical request (for a plan made before any request is tokenised)."""
+
+    prompt: int  # tokens of the bare rewriting prompt
+    key_position: int  # index of the key token in it (the subject's last token)
+    target: int  # target tokens
+    context_prefixes: int  # number of context prefixes (hparams.n_templates)
+    prefix_tokens: int  # tokens of one context prefix (hparams.template_len, plus a separator)
+    essence_key_position: int | None  # key token of "{subject} is a"; None when KL is off
+
+    def sequences(self) -> list[PromptRow]:
+        suffix = self.prompt - self.key_position + self.target - 1
+        rows = [PromptRow(self.key_position, suffix, target_rows=self.target)]
+        rows += [PromptRow(self.key_position + self.prefix_tokens, suffix, target_rows=self.target)
+                 for _ in range(self.context_prefixes)]
+        if self.essence_key_position is not None:
+            rows.append(PromptRow(self.essence_key_position, 1, kl_rows=1))
+        return rows
+
+
+def request_bytes(shape: ModelShape, layer: int, sequences: Sequence[PromptRow], compute_bytes: int) -> int:
+    """Peak bytes of one request's sequences, with δ added at block `layer` (l*)."""
+    upper = shape.layers - layer
+    return sum(sequence_bytes(shape, upper, seq, compute_bytes) for seq in sequences)
+
+
+def chunk_for(room: int, group_bytes: Sequence[int]) -> int:
+    """The most groups per chunk that fit `room` bytes, assuming each costs as much as the
+    costliest (at least 1: a single group runs whatever the room; `run_in_chunks` catches it)."""
+    if not group_bytes:
+        return 1
+    return max(1, min(len(group_bytes), int(room // max(1, max(group_bytes)))))
