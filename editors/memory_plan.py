@@ -66,14 +66,18 @@ def sequence_bytes(shape: ModelShape, upper: int, seq: PromptRow, compute_bytes:
 
 @dataclass(frozen=True)
 class RequestLengths:
-    """Token counts of a typical request (for a plan made before any request is tokenised)."""
+    """Token counts of a typical request (for a plan made before any request is tokenised).
 
-    prompt: int  # tokens of the bare rewriting prompt
-    key_position: int  # index of the key token in it (the subject's last token)
-    target: int  # target tokens
+    The defaults are the means over 100 CounterFact test requests with the embedded model's
+    tokenizer (`COUNTERFACT_MEANS`); larger vocabularies split text into fewer tokens.
+    """
+
+    prompt: float  # tokens of the bare rewriting prompt
+    key_position: float  # index of the key token in it (the subject's last token)
+    target: float  # target tokens
     context_prefixes: int  # number of context prefixes (hparams.n_templates)
-    prefix_tokens: int  # tokens of one context prefix (hparams.template_len, plus a separator)
-    essence_key_position: int | None  # key token of "{subject} is a"; None when KL is off
+    prefix_tokens: float  # tokens one context prefix adds before the prompt
+    essence_key_position: float | None  # key token of "{subject} is a"; None when KL is off
 
     def sequences(self) -> list[PromptRow]:
         suffix = self.prompt - self.key_position + self.target - 1
@@ -83,6 +87,24 @@ class RequestLengths:
         if self.essence_key_position is not None:
             rows.append(PromptRow(self.essence_key_position, 1, kl_rows=1))
         return rows
+
+
+# Means over the first 100 CounterFact test requests, embedded tokenizer, 5 prefixes of 10 tokens.
+COUNTERFACT_MEANS = dict(prompt=8.8, key_position=4.3, target=1.24, prefix_tokens=9.9, essence_key_position=3.7)
+
+
+def typical_lengths(hparams, prompt: float | None = None, target: float | None = None) -> RequestLengths:
+    """CounterFact-like request lengths under `hparams` (its context prefixes and KL term);
+    `prompt` / `target` replace the CounterFact means (the key token stays mid-prompt)."""
+    means = dict(COUNTERFACT_MEANS)
+    if prompt is not None:
+        means.update(prompt=prompt, key_position=prompt * means["key_position"] / means["prompt"])
+    if target is not None:
+        means["target"] = target
+    means["prefix_tokens"] *= hparams.template_len / 10
+    if hparams.kl_factor <= 0:
+        means["essence_key_position"] = None
+    return RequestLengths(context_prefixes=hparams.n_templates, **means)
 
 
 def request_bytes(shape: ModelShape, layer: int, sequences: Sequence[PromptRow], compute_bytes: int) -> int:
@@ -97,3 +119,58 @@ def chunk_for(room: int, group_bytes: Sequence[int]) -> int:
     if not group_bytes:
         return 1
     return max(1, min(len(group_bytes), int(room // max(1, max(group_bytes)))))
+
+
+# What a process holds besides tensors: the interpreter, torch and transformers on a CPU (the
+# measured RSS after importing them, ~0.5 GB), the CUDA context on a GPU (not counted by torch's
+# allocator, but taken from the device).
+RUNTIME_BYTES = 500 * 10**6
+
+
+@dataclass(frozen=True)
+class ValuePlan:
+    """The estimated peak of a key–value edit's value optimisation, and the chunk it would use."""
+
+    batch: int
+    weights_bytes: int  # the model's weights
+    copy_bytes: int  # the copy in the optimisation's precision (0 when the weights already are)
+    statistics_bytes: int  # covariance statistics of the edited layers (float64, host memory)
+    request_bytes: int  # one typical request's optimisation
+    runtime_bytes: int  # interpreter, libraries, CUDA context
+    budget: int | None  # the budget planned for; None means unlimited (one chunk)
+
+    def fixed_bytes(self, on_cpu: bool = True) -> int:
+        held = self.runtime_bytes + self.weights_bytes + self.copy_bytes
+        return held + (self.statistics_bytes if on_cpu else 0)
+
+    @property
+    def chunk(self) -> int:
+        if self.budget is None:
+            return self.batch
+        return chunk_for(self.budget - self.fixed_bytes(), [self.request_bytes] * self.batch)
+
+    @property
+    def fits(self) -> bool:
+        """Whether even one request fits the budget on top of what is held anyway."""
+        return self.budget is None or self.peak_bytes(1) <= self.budget
+
+    def peak_bytes(self, chunk: int | None = None) -> int:
+        """The process's estimated peak with `chunk` requests at once (default: the plan's)."""
+        return self.fixed_bytes() + (self.chunk if chunk is None else chunk) * self.request_bytes
+
+
+def plan_values(shape: ModelShape, hparams, batch: int, compute_bytes: int, max_memory: int | None,
+                lengths: RequestLengths | None = None) -> ValuePlan:
+    """The plan for `batch` requests edited with `hparams` (a key–value editor's) on a model of
+    `shape`, optimising in `compute_bytes`-byte floats, within `max_memory` bytes (None:
+    unlimited). Statistics count d_ff² float64 per edited layer."""
+    lengths = lengths or typical_lengths(hparams)
+    return ValuePlan(
+        batch=batch,
+        weights_bytes=shape.parameter_bytes,
+        copy_bytes=0 if compute_bytes == shape.dtype_bytes else shape.weights_in(compute_bytes),
+        statistics_bytes=len(hparams.layers) * shape.ffn_width**2 * 8,
+        request_bytes=request_bytes(shape, hparams.last_layer, lengths.sequences(), compute_bytes),
+        runtime_bytes=RUNTIME_BYTES,
+        budget=max_memory,
+    )

@@ -252,11 +252,17 @@ def optimise_values(
     different order).
     """
     started = time.perf_counter()
-    runner = forward_copy(model, options.dtype)
-    device = next(runner.parameters()).device
+    device = next(model.parameters()).device
     budget = memory or MemoryBudget.resolve(device)
-    costs = group_bytes(runner, layer, sites, essence, targets, groups, options)
-    chunk = chunk_for(budget.room(device), costs)
+    # The room is measured before the compute copy exists and the copy's size subtracted: on a
+    # CPU the allocator keeps what the copy's casting freed, so RSS after it overstates its cost.
+    room = budget.room(device)
+    runner = forward_copy(model, options.dtype)
+    shape = ModelShape.from_model(runner)
+    room -= 0 if runner is model else shape.parameter_bytes
+    costs = group_bytes(shape, next(runner.parameters()).element_size(), layer,
+                        sites, essence, targets, groups, use_kl=options.kl_factor > 0)
+    chunk = chunk_for(room, costs)
     # Progress counts steps over all chunks; halving a chunk re-plans the ones still to run.
     counts = {"steps": 0, "groups": 0, "chunks": math.ceil(len(groups) / chunk)}
 
@@ -280,21 +286,20 @@ def optimise_values(
     return dataclasses.replace(combined, seconds=time.perf_counter() - started)
 
 
-def group_bytes(runner, layer: int, sites, essence, targets, groups, options: ValueOptions) -> list[int]:
-    """The estimated peak bytes of each group's optimisation (`editors.memory_plan`)."""
-    shape = ModelShape.from_model(runner)
-    compute = next(runner.parameters()).element_size()
-    use_kl = options.kl_factor > 0
-    per_request = {}
-    for members in groups:
-        for r in members:
-            target = len(targets[r])
-            rows = [PromptRow(site.position, len(site.ids) - site.position + target - 1, target_rows=target)
-                    for site in sites[r]]
-            if use_kl and essence[r] is not None:
-                rows.append(PromptRow(essence[r].position, 1, kl_rows=1))
-            per_request[r] = request_bytes(shape, layer, rows, compute)
-    return [sum(per_request[r] for r in members) for members in groups]
+def group_bytes(shape: ModelShape, compute_bytes: int, layer: int, sites: Sequence[Sequence[KeySite]],
+                essence: Sequence[KeySite | None], targets: Sequence[Sequence[int]],
+                groups: Sequence[Sequence[int]], use_kl: bool) -> list[int]:
+    """The estimated peak bytes of each group's optimisation (`editors.memory_plan`), for a
+    forward/backward in `compute_bytes`-byte floats."""
+    def request(r: int) -> int:
+        target = len(targets[r])
+        rows = [PromptRow(site.position, len(site.ids) - site.position + target - 1, target_rows=target)
+                for site in sites[r]]
+        if use_kl and essence[r] is not None:
+            rows.append(PromptRow(essence[r].position, 1, kl_rows=1))
+        return request_bytes(shape, layer, rows, compute_bytes)
+
+    return [sum(request(r) for r in members) for members in groups]
 
 
 def _optimise_chunk(
@@ -376,11 +381,11 @@ def _optimise_chunk(
         if step == options.steps - 1 or not active.any():
             break
         objective = (group_sum + decay)[active].sum()
+        if first and n_groups > 1:
+            # The first step's graph is alive (the costliest): a chunk over budget is halved.
+            budget.check(next(runner.parameters()).device, f"Optimising {n_groups} value vectors at once")
         optimiser.zero_grad()
         objective.backward()
-        if first and n_groups > 1:
-            # The graph of the costliest step is still alive: a chunk over budget is halved.
-            budget.check(next(runner.parameters()).device, f"Optimising {n_groups} value vectors at once")
         _adam_step(optimiser, deltas, initial, active, options.clamp_factor)
         updates[active] += 1
         if not torch.equal(view.groups_active, active):
