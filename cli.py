@@ -15,6 +15,7 @@ COMMANDS = {
     "compare": "experiments.commands.compare:compare_command",
     "covariance": "experiments.commands.covariance:covariance_command",
     "edit": "experiments.commands.edit:edit_command",
+    "plan": "experiments.commands.plan:plan_command",
     "report": "experiments.commands.report:report_command",
     "stress": "experiments.commands.stress:stress_command",
     "train": "experiments.commands.train:train_command",

@@ -42,8 +42,10 @@ class PromptRow:
     kl_rows: int = 0
 
 
-def sequence_bytes(shape: ModelShape, upper: int, seq: PromptRow, compute_bytes: int) -> int:
-    """Peak bytes one sequence adds to a step: cached state, autograd graph and logits."""
+def sequence_bytes(shape: ModelShape, upper: int, seq: PromptRow, compute_bytes: int, eager: bool = True) -> int:
+    """Peak bytes one sequence adds to a step: cached state, autograd graph and logits.
+    `eager`: the attention keeps its probabilities for backward (eager attention; the fused
+    kernels recompute them)."""
     d, b = shape.width, compute_bytes
     full = seq.prefix + seq.suffix
     kv_width = shape.kv_heads * shape.head_dim
@@ -55,7 +57,8 @@ def sequence_bytes(shape: ModelShape, upper: int, seq: PromptRow, compute_bytes:
     norms = 2 * seq.suffix * d * (2 * FLOAT32 + b)
     repeat = 2 * full * q_width * b if shape.heads != shape.kv_heads else 0
     attention = seq.suffix * q_width * b + 2 * full * kv_width * b + repeat
-    attention += shape.heads * seq.suffix * full * (FLOAT32 + b)
+    if eager:
+        attention += shape.heads * seq.suffix * full * (FLOAT32 + b)
     mlp = (shape.ffn_activations + 1) * seq.suffix * shape.ffn_width * b
     graph = upper * (norms + attention + mlp) + seq.suffix * d * (2 * FLOAT32 + b)  # + final norm
     # Target rows: the head's output, its float32 copy, log-softmax kept for backward, gradient.
@@ -107,10 +110,11 @@ def typical_lengths(hparams, prompt: float | None = None, target: float | None =
     return RequestLengths(context_prefixes=hparams.n_templates, **means)
 
 
-def request_bytes(shape: ModelShape, layer: int, sequences: Sequence[PromptRow], compute_bytes: int) -> int:
+def request_bytes(shape: ModelShape, layer: int, sequences: Sequence[PromptRow], compute_bytes: int,
+                  eager: bool = True) -> int:
     """Peak bytes of one request's sequences, with δ added at block `layer` (l*)."""
     upper = shape.layers - layer
-    return sum(sequence_bytes(shape, upper, seq, compute_bytes) for seq in sequences)
+    return int(sum(sequence_bytes(shape, upper, seq, compute_bytes, eager) for seq in sequences))
 
 
 def chunk_for(room: int, group_bytes: Sequence[int]) -> int:
@@ -138,16 +142,19 @@ class ValuePlan:
     request_bytes: int  # one typical request's optimisation
     runtime_bytes: int  # interpreter, libraries, CUDA context
     budget: int | None  # the budget planned for; None means unlimited (one chunk)
+    on_cpu: bool = True  # the statistics live in host memory: on the device only when it is the CPU
 
-    def fixed_bytes(self, on_cpu: bool = True) -> int:
+    @property
+    def fixed_bytes(self) -> int:
+        """What the process holds whatever the chunk."""
         held = self.runtime_bytes + self.weights_bytes + self.copy_bytes
-        return held + (self.statistics_bytes if on_cpu else 0)
+        return held + (self.statistics_bytes if self.on_cpu else 0)
 
     @property
     def chunk(self) -> int:
         if self.budget is None:
             return self.batch
-        return chunk_for(self.budget - self.fixed_bytes(), [self.request_bytes] * self.batch)
+        return chunk_for(self.budget - self.fixed_bytes, [self.request_bytes] * self.batch)
 
     @property
     def fits(self) -> bool:
@@ -155,22 +162,27 @@ class ValuePlan:
         return self.budget is None or self.peak_bytes(1) <= self.budget
 
     def peak_bytes(self, chunk: int | None = None) -> int:
-        """The process's estimated peak with `chunk` requests at once (default: the plan's)."""
-        return self.fixed_bytes() + (self.chunk if chunk is None else chunk) * self.request_bytes
+        """The process's estimated peak on the device with `chunk` requests at once (default:
+        the plan's chunk)."""
+        return self.fixed_bytes + (self.chunk if chunk is None else chunk) * self.request_bytes
 
 
 def plan_values(shape: ModelShape, hparams, batch: int, compute_bytes: int, max_memory: int | None,
-                lengths: RequestLengths | None = None) -> ValuePlan:
+                lengths: RequestLengths | None = None, on_cpu: bool = True) -> ValuePlan:
     """The plan for `batch` requests edited with `hparams` (a key–value editor's) on a model of
     `shape`, optimising in `compute_bytes`-byte floats, within `max_memory` bytes (None:
-    unlimited). Statistics count d_ff² float64 per edited layer."""
+    unlimited). Statistics count d_ff² float64 per edited layer. As `editors.values.forward_copy`
+    does, a compute copy on a CPU runs eager attention; everything else the model's default."""
     lengths = lengths or typical_lengths(hparams)
+    copy = compute_bytes != shape.dtype_bytes
     return ValuePlan(
         batch=batch,
         weights_bytes=shape.parameter_bytes,
-        copy_bytes=0 if compute_bytes == shape.dtype_bytes else shape.weights_in(compute_bytes),
+        copy_bytes=shape.weights_in(compute_bytes) if copy else 0,
         statistics_bytes=len(hparams.layers) * shape.ffn_width**2 * 8,
-        request_bytes=request_bytes(shape, hparams.last_layer, lengths.sequences(), compute_bytes),
+        request_bytes=request_bytes(shape, hparams.last_layer, lengths.sequences(), compute_bytes,
+                                    eager=copy and on_cpu),
         runtime_bytes=RUNTIME_BYTES,
         budget=max_memory,
+        on_cpu=on_cpu,
     )

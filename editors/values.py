@@ -261,7 +261,8 @@ def optimise_values(
     shape = ModelShape.from_model(runner)
     room -= 0 if runner is model else shape.parameter_bytes
     costs = group_bytes(shape, next(runner.parameters()).element_size(), layer,
-                        sites, essence, targets, groups, use_kl=options.kl_factor > 0)
+                        sites, essence, targets, groups, use_kl=options.kl_factor > 0,
+                        eager=runner.config._attn_implementation == "eager")
     chunk = chunk_for(room, costs)
     # Progress counts steps over all chunks; halving a chunk re-plans the ones still to run.
     counts = {"steps": 0, "groups": 0, "chunks": math.ceil(len(groups) / chunk)}
@@ -288,16 +289,16 @@ def optimise_values(
 
 def group_bytes(shape: ModelShape, compute_bytes: int, layer: int, sites: Sequence[Sequence[KeySite]],
                 essence: Sequence[KeySite | None], targets: Sequence[Sequence[int]],
-                groups: Sequence[Sequence[int]], use_kl: bool) -> list[int]:
+                groups: Sequence[Sequence[int]], use_kl: bool, eager: bool) -> list[int]:
     """The estimated peak bytes of each group's optimisation (`editors.memory_plan`), for a
-    forward/backward in `compute_bytes`-byte floats."""
+    forward/backward in `compute_bytes`-byte floats (`eager`: with eager attention)."""
     def request(r: int) -> int:
         target = len(targets[r])
         rows = [PromptRow(site.position, len(site.ids) - site.position + target - 1, target_rows=target)
                 for site in sites[r]]
         if use_kl and essence[r] is not None:
             rows.append(PromptRow(essence[r].position, 1, kl_rows=1))
-        return request_bytes(shape, layer, rows, compute_bytes)
+        return request_bytes(shape, layer, rows, compute_bytes, eager)
 
     return [sum(request(r) for r in members) for members in groups]
 

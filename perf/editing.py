@@ -149,7 +149,7 @@ def run_path(path: str, n_requests: int, chunk: int, out: Path, single_requests:
     compute = dtype_bytes({"float32": torch.float32, "bfloat16": torch.bfloat16}[hparams.v_dtype])
     groups = [[r] for r in range(len(requests))]
     costs = group_bytes(shape, compute, hparams.last_layer, batch.sites, batch.essence, batch.targets, groups,
-                        use_kl=hparams.kl_factor > 0)
+                        use_kl=hparams.kl_factor > 0, eager=compute != shape.dtype_bytes)
     copy_bytes = 0 if compute == shape.dtype_bytes else shape.weights_in(compute)
     if path == "chunked":
         # The budget the estimate turns into chunks of `chunk`: what is held now, the compute
