@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from lm.memory import ModelShape
+from lm.memory import ModelShape, chunk_for
 
 FLOAT32 = 4
 
@@ -115,14 +115,6 @@ def request_bytes(shape: ModelShape, layer: int, sequences: Sequence[PromptRow],
     """Peak bytes of one request's sequences, with δ added at block `layer` (l*)."""
     upper = shape.layers - layer
     return int(sum(sequence_bytes(shape, upper, seq, compute_bytes, eager) for seq in sequences))
-
-
-def chunk_for(room: int, group_bytes: Sequence[int]) -> int:
-    """The most groups per chunk that fit `room` bytes, assuming each costs as much as the
-    costliest (at least 1: a single group runs whatever the room; `run_in_chunks` catches it)."""
-    if not group_bytes:
-        return 1
-    return max(1, min(len(group_bytes), int(room // max(1, max(group_bytes)))))
 
 
 # What a process holds besides tensors: the interpreter, torch and transformers on a CPU (the

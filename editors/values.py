@@ -38,12 +38,12 @@ import torch
 import torch.nn.functional as F
 
 from editors.keys import KeySite
-from editors.memory_plan import PromptRow, chunk_for, request_bytes
+from editors.memory_plan import PromptRow, request_bytes
 from editors.protocol import EditError
 from editors.upper import SplitBatch, capture_upper_state, run_upper
 from lm.adapters import adapter_for
 from lm.hooks import add_at_positions, capture
-from lm.memory import MemoryBudget, ModelShape, run_in_chunks
+from lm.memory import MemoryBudget, ModelShape, chunk_for, run_in_chunks
 from lm.precision import cast_copy
 from lm.scoring import output_logits
 

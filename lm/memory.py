@@ -132,6 +132,14 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def chunk_for(room: int, item_bytes: Sequence[int]) -> int:
+    """The most items per chunk that fit `room` bytes, assuming each costs as much as the
+    costliest (at least 1: a single item runs whatever the room; `run_in_chunks` catches it)."""
+    if not item_bytes:
+        return 1
+    return max(1, min(len(item_bytes), int(room // max(1, max(item_bytes)))))
+
+
 Result = TypeVar("Result")
 
 

@@ -1,4 +1,7 @@
-"""Peak memory of a block of code: peak RSS on a CPU, peak allocated memory on a GPU.
+"""Peak memory of a block of code (`PeakMemory`), and the value optimisation's estimate
+checked against it on the default model (`python -m perf.memory [--batches 10,100]`, see `USAGE`).
+
+Peak RSS on a CPU, peak allocated memory on a GPU.
 
 On Linux the kernel keeps each process's peak RSS (VmHWM) and lets the process reset it
 (`/proc/self/clear_refs`), so `PeakMemory` reads the exact peak instead of sampling; where the
@@ -79,3 +82,73 @@ class PeakMemory:
     @property
     def extra_bytes(self) -> int:
         return self.peak - self.start
+
+
+USAGE = """Estimate against measurement: the peak memory of the value optimisation on the default model.
+
+    python -m perf.memory [--batches 10,100]
+
+For each batch size, in its own process: the default model, its covariance statistics and
+CounterFact test requests are loaded, then MEMIT's value optimisation (default hparams, 2 steps:
+the peak is reached in the first) runs on the whole batch as one chunk. Printed: the process's
+peak RSS during the optimisation, the dry-run estimate of `plan` for that batch (the same
+numbers `python cli.py plan --batch N` prints, from the config and CounterFact's mean lengths),
+and their ratio.
+"""
+
+
+def _measure_batch(batch: int) -> dict:
+    from data.benchmarks import load_benchmark
+    from editors.covariances import CorpusCovariance, fetch_moments
+    from editors.hparams import load_hparams
+    from editors.kv_editor import prepare_batch
+    from editors.memory_plan import plan_values
+    from editors.values import ValueOptions, optimise_values
+    from lm.adapters import adapter_for
+    from lm.loading import load
+    from lm.memory import MemoryBudget, ModelShape, dtype_bytes
+
+    model, tok = load("default")
+    hparams = load_hparams("memit", model.config.model_type, {"v_num_grad_steps": 2})
+    moments = fetch_moments(CorpusCovariance(token_budget=hparams.mom2_tokens), model, tok, hparams.layers)
+    requests = load_benchmark("counterfact", "test")[:batch]
+    prepared = prepare_batch(model, tok, requests, hparams)
+    device = next(model.parameters()).device
+    with PeakMemory(device) as peak:
+        optimise_values(model, hparams.last_layer, prepared.sites, prepared.essence, prepared.targets,
+                        [[r] for r in range(batch)], (adapter_for(model).block_name(hparams.last_layer),),
+                        ValueOptions.from_hparams(hparams), memory=MemoryBudget(10**15))
+    compute = dtype_bytes({"float32": torch.float32, "bfloat16": torch.bfloat16}[hparams.v_dtype])
+    plan = plan_values(ModelShape.from_model(model), hparams, batch, compute, None, on_cpu=device.type == "cpu")
+    del moments
+    return {"batch": batch, "measured": peak.peak, "estimated": plan.peak_bytes(batch)}
+
+
+def main() -> None:
+    import argparse
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from lm.memory import format_size
+
+    parser = argparse.ArgumentParser(description=USAGE.splitlines()[0])
+    parser.add_argument("--batches", default="10,100")
+    parser.add_argument("--run-batch", type=int, help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args()
+    if args.run_batch:
+        print(json.dumps(_measure_batch(args.run_batch)))
+        return
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    for batch in [int(b) for b in args.batches.split(",")]:
+        output = subprocess.run([sys.executable, "-m", "perf.memory", "--run-batch", str(batch)],
+                                check=True, capture_output=True, text=True).stdout
+        result = json.loads(output.strip().splitlines()[-1])
+        print(f"batch {batch}: measured peak {format_size(result['measured'])}, estimated "
+              f"{format_size(result['estimated'])}, estimate / measured {result['estimated'] / result['measured']:.2f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,10 +12,9 @@ import torch
 import editors.values as values_module
 from data.requests import EditRequest
 from editors.keys import essence_sites, request_sites, target_ids
-from editors.memory_plan import chunk_for
 from editors.values import ValueOptions, group_bytes, optimise_values
 from lm.adapters import adapter_for
-from lm.memory import MemoryBudget, ModelShape, is_out_of_memory, parse_size, run_in_chunks
+from lm.memory import MemoryBudget, ModelShape, chunk_for, is_out_of_memory, parse_size, run_in_chunks
 from tiny_models import tiny_model
 
 SUBJECTS = ("France", "Water", "Rome", "Berlin", "Insulin", "Tea", "Cats")
@@ -131,3 +130,36 @@ def test_the_budget_comes_from_the_environment_when_not_given(monkeypatch):
     default = MemoryBudget.resolve(torch.device("cpu"))
     assert not default.explicit and default.room(torch.device("cpu")) > 0
     assert dataclasses.replace(default, total=1).room(torch.device("cpu")) < 0
+
+
+def test_covariance_batches_run_in_slices_that_fit_and_halve_when_out_of_memory(tiny_tok, monkeypatch):
+    import covariance.collect as collect
+    from covariance.collect import RunningSums, accumulate_batches
+    from covariance.corpus import length_sorted_batches
+    from tiny_models import SENTENCES
+
+    model = tiny_model("llama", seed=0)
+    adapter = adapter_for(model)
+    batches = length_sorted_batches([tiny_tok(s)["input_ids"] for s in SENTENCES], 6)
+
+    def sums(memory):
+        state = accumulate_batches(model, adapter, batches, RunningSums.zeros([0, 2], 64), 1, memory=memory)
+        return state
+
+    whole = sums(FixedRoom(10**15))
+    # Room for two sequences of the longest batch: every batch of 6 runs in slices.
+    longest = max(len(ids) for batch in batches for ids in batch)
+    two = sums(FixedRoom(2 * collect.forward_bytes_per_sequence(ModelShape.from_model(model), longest)))
+    real_forward = model.forward
+
+    def forward_within_limit(*args, input_ids, **kwargs):
+        if len(input_ids) > 2:  # a fake allocator that holds two sequences
+            raise torch.OutOfMemoryError("CUDA out of memory (fake limit)")
+        return real_forward(*args, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward_within_limit)
+    halved = sums(FixedRoom(10**15))
+    for result in (two, halved):
+        assert result.tokens == whole.tokens and result.batches_done == whole.batches_done == len(batches)
+        for layer in (0, 2):
+            torch.testing.assert_close(result.sums[layer], whole.sums[layer], rtol=1e-6, atol=1e-6)
