@@ -230,6 +230,16 @@ def describe(results: dict, out: Path) -> None:
         print(f"chunked vs batched: largest relative difference of a value vector {gap:.2e}; "
               f"efficacy P(new)>P(old) differs by {difference:.3f}; "
               f"time chunked / batched {results['chunked']['seconds'] / results['batched']['seconds']:.2f}")
+    if "batched-float32" in results and "one-at-a-time" in results:
+        # Same float32 precision: the reference procedure computes the same vectors.
+        single = results["one-at-a-time"]
+        ours_z, single_z = torch.load(out / "batched-float32.pt"), torch.load(out / "one-at-a-time.pt")
+        ours_z = ours_z[: len(single_z)]
+        gap = ((ours_z - single_z).norm(dim=1) / single_z.norm(dim=1)).max().item()
+        scale = results["batched-float32"]["requests"] / single["requests"]
+        print(f"float32 one-at-a-time time / batched time: "
+              f"{single['seconds'] * scale / results['batched-float32']['seconds']:.1f}x; largest relative "
+              f"difference of their value vectors on the first {len(single_z)} requests {gap:.2e}")
     if "batched" in results and "batched-float32" in results:
         print(f"value optimisation in float32 / bfloat16 time: "
               f"{results['batched-float32']['seconds'] / results['batched']['seconds']:.2f}")
