@@ -124,6 +124,43 @@ def _measure_batch(batch: int) -> dict:
     return {"batch": batch, "measured": peak.peak, "estimated": plan.peak_bytes(batch)}
 
 
+def measure_small_llama(requests: int = 10, seed: int = 0) -> dict:
+    """Estimate and measured extra peak of the value optimisation (float32, 2 steps) on a small
+    random llama (width 256, 4 layers, vocabulary 8000) with random CounterFact-shaped requests:
+    a 12-token prompt keyed at token 5, 3 target tokens, 5 context prefixes of 10 tokens and the
+    drift probe. Run it in a fresh process (`--small-llama`): in a long-lived one the allocator
+    reuses memory earlier work freed, and the RSS peak understates what the step needs."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from editors.keys import KeySite
+    from editors.values import ValueOptions, group_bytes, optimise_values
+    from lm.adapters import adapter_for
+    from lm.memory import MemoryBudget, ModelShape
+
+    generator = torch.Generator().manual_seed(seed)
+    config = LlamaConfig(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=64, vocab_size=8000, max_position_embeddings=256)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval().requires_grad_(False)
+
+    def tokens(n: int) -> tuple[int, ...]:
+        return tuple(torch.randint(3, config.vocab_size, (n,), generator=generator).tolist())
+
+    prompts = [tokens(12) for _ in range(requests)]
+    prefixes = [tokens(10) for _ in range(5)]
+    sites = [[KeySite(p, 5)] + [KeySite(prefix + p, 15) for prefix in prefixes] for p in prompts]
+    essence = [KeySite(p[:6] + tokens(2), 5) for p in prompts]
+    targets = [tokens(3) for _ in prompts]
+    groups = [[r] for r in range(requests)]
+    options = ValueOptions(steps=2, lr=0.05, weight_decay=1e-3, clamp_factor=4.0, kl_factor=0.0625, early_stop=0.0)
+    estimate = sum(group_bytes(ModelShape.from_model(model), 4, 1, sites, essence, targets, groups, use_kl=True,
+                               eager=model.config._attn_implementation == "eager"))
+    with PeakMemory(torch.device("cpu")) as peak:
+        optimise_values(model, 1, sites, essence, targets, groups, (adapter_for(model).block_name(1),), options,
+                        memory=MemoryBudget(10**15))
+    return {"estimated": estimate, "measured": peak.extra_bytes}
+
+
 def main() -> None:
     import argparse
     import json
@@ -136,7 +173,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=USAGE.splitlines()[0])
     parser.add_argument("--batches", default="10,100")
     parser.add_argument("--run-batch", type=int, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--small-llama", action="store_true",
+                        help="print the estimate and measured peak on a small random llama as JSON (tests)")
     args = parser.parse_args()
+    if args.small_llama:
+        print(json.dumps(measure_small_llama()))
+        return
     if args.run_batch:
         print(json.dumps(_measure_batch(args.run_batch)))
         return

@@ -4,19 +4,14 @@ the measured peak of the value optimisation on small random models."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from cli import main
-from data.requests import EditRequest
-from editors.keys import essence_sites, request_sites, target_ids
-from editors.values import ValueOptions, group_bytes, optimise_values
-from lm.adapters import adapter_for
-from lm.memory import MemoryBudget, ModelShape
-from perf.memory import PeakMemory
-from tiny_models import tiny_model
 
 # Published dimensions (the models' config.json files on the Hugging Face hub).
 CONFIGS = {
@@ -71,22 +66,13 @@ def test_plan_refuses_a_config_without_a_model_type_and_a_retrieval_editor(tmp_p
     assert result.exit_code == 2 and "key–value editors" in result.output
 
 
-def test_the_estimate_is_within_a_quarter_of_the_measured_peak(tiny_tok):
-    # Big enough (~0.2 GB of activations) that the allocator's noise does not decide the ratio.
-    # A llama-family block (the embedded model's; `python -m perf.memory` measures that model).
-    model = tiny_model("llama", layers=4, hidden_size=256, intermediate_size=768, num_attention_heads=4,
-                       num_key_value_heads=2, head_dim=64, vocab_size=8000)
-    subjects = ("France", "Water", "Rome", "Berlin", "Insulin", "Tea", "Cats", "Nile", "Louvre", "Metformin")
-    requests = [EditRequest(prompt=f"The capital of {s} is known to be", subject=s, target_new="Paris is big")
-                for s in subjects]
-    prefixes = tuple(f"Once upon a time {i}. " for i in range(5))
-    sites = request_sites(tiny_tok, requests, "subject_last", prefixes)
-    essence, targets = essence_sites(tiny_tok, requests, "subject_last"), target_ids(tiny_tok, requests)
-    groups = [[r] for r in range(len(requests))]
-    options = ValueOptions(steps=2, lr=0.05, weight_decay=1e-3, clamp_factor=4.0, kl_factor=0.0625, early_stop=0.0)
-    estimate = sum(group_bytes(ModelShape.from_model(model), 4, 1, sites, essence, targets, groups,
-                               use_kl=True, eager=model.config._attn_implementation == "eager"))
-    with PeakMemory(torch.device("cpu")) as peak:
-        optimise_values(model, 1, sites, essence, targets, groups, (adapter_for(model).block_name(1),), options,
-                        memory=MemoryBudget(10**15))
-    assert 0.75 <= estimate / peak.extra_bytes <= 1.25, (estimate, peak.extra_bytes)
+def test_the_estimate_is_within_a_quarter_of_the_measured_peak():
+    # A small llama (~0.15 GB of activations, so the allocator's noise does not decide the
+    # ratio), measured in a fresh process: in this long-lived one, memory freed by earlier
+    # tests is reused and the RSS peak understates the step. `python -m perf.memory` measures
+    # the embedded model.
+    output = subprocess.run([sys.executable, "-m", "perf.memory", "--small-llama"], check=True,
+                            capture_output=True, text=True, cwd=Path(__file__).parent.parent).stdout
+    result = json.loads(output.strip().splitlines()[-1])
+    assert result["measured"] > 50e6  # the measurement saw the step
+    assert 0.75 <= result["estimated"] / result["measured"] <= 1.25, result
