@@ -188,9 +188,8 @@ def run_path(path: str, n_requests: int, chunk: int, out: Path, single_requests:
         "peak_bytes": peak.peak,
         "before_model_bytes": before_model,
         "model_loaded_bytes": model_loaded,
-        # The dry-run estimate (`plan`), without its allowance for the interpreter and libraries.
-        "estimated_peak_bytes": None if path == "one-at-a-time"
-        else estimate.peak_bytes(max(chunks)) - estimate.runtime_bytes,
+        # The dry-run estimate (`plan`) of the process's peak with the chunk this path used.
+        "estimated_peak_bytes": None if path == "one-at-a-time" else estimate.peak_bytes(max(chunks)),
         "chunks": chunks,
         "efficacy_accuracy": accuracy,
         "efficacy_score": score,
@@ -208,10 +207,8 @@ def describe(results: dict, out: Path) -> None:
           f"{'efficacy acc / P(new)>P(old)':<30}chunks")
     for path, r in results.items():
         above = r["peak_bytes"] - r["model_loaded_bytes"]
-        # The estimate counts the weights, not the interpreter and libraries loaded before them.
-        measured = r["peak_bytes"] - r["before_model_bytes"]
         estimate = r["estimated_peak_bytes"]
-        ratio = "" if estimate is None else f"estimate / measured above the libraries {estimate / measured:.2f}; "
+        ratio = "" if estimate is None else f"estimate / measured peak {estimate / r['peak_bytes']:.2f}; "
         print(f"{path:<16}{r['seconds']:>8.0f}{format_size(r['peak_bytes']):>11}{format_size(above):>13}"
               f"{'-' if estimate is None else format_size(estimate):>11}  "
               f"{r['efficacy_accuracy']:.3f} / {r['efficacy_score']:.3f}{'':<15}{sequence_counts(r['chunks'])}"
