@@ -23,6 +23,8 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
+from lm.errors import UsageError
+
 MAX_MEMORY_ENV = "EDITSCOPE_MAX_MEMORY"
 # Of the memory free when a run starts, the share a run plans to use by default: the rest is
 # headroom for what no estimate counts (allocator caches, fragmentation, other processes).
@@ -37,10 +39,10 @@ def parse_size(text: str) -> int:
     binary (GiB = 2³⁰). Raises ValueError with one sentence."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", str(text).lower())
     if not match or match.group(2) not in _UNITS:
-        raise ValueError(f"Cannot read the memory size {text!r}; write it like 24GB, 512MB or 80GiB.")
+        raise UsageError(f"Cannot read the memory size {text!r}; write it like 24GB, 512MB or 80GiB.")
     size = int(float(match.group(1)) * _UNITS[match.group(2)])
     if size <= 0:
-        raise ValueError(f"The memory size {text!r} must be positive.")
+        raise UsageError(f"The memory size {text!r} must be positive.")
     return size
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import torch
 
-from experiments.commands.common import usage_errors
 from experiments.console import console
+from lm.errors import UsageError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -27,12 +27,12 @@ def read_config(model: str):
         if path.is_file():
             described = json.loads(path.read_text())
             if "model_type" not in described:
-                raise ValueError(f"{path} has no model_type; it is not a transformers config.json.")
+                raise UsageError(f"{path} has no model_type; it is not a transformers config.json.")
             return AutoConfig.for_model(**described)
         try:
             return AutoConfig.from_pretrained(resolve_model_source(model))
         except (OSError, ValueError) as error:
-            raise ValueError(f"Cannot read a model config from {model!r}: {str(error).splitlines()[0]}") from None
+            raise UsageError(f"Cannot read a model config from {model!r}: {str(error).splitlines()[0]}") from None
 
 
 @click.command("plan")
@@ -61,17 +61,16 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
     from lm.adapters import UnsupportedArchitecture
     from lm.memory import MemoryBudget, ModelShape, dtype_bytes, format_size
 
-    with usage_errors():
-        budget_bytes = None if max_memory is None else MemoryBudget.resolve(torch.device("cpu"), max_memory).total
-        config = read_config(model_name)
-        try:
-            shape = ModelShape.from_config(config, DTYPES[dtype_name])
-        except (UnsupportedArchitecture, KeyError) as error:
-            raise ValueError(f"Cannot plan for model type {config.model_type!r}: {error}") from None
-        hparams = load_hparams(editor_name.strip().lower().replace("-", "_"), config.model_type)
-        if not isinstance(hparams, ValueOptimisationHparams):
-            raise ValueError(f"plan covers the key–value editors (memit, pmet, memit_merge, alphaedit), not {editor_name}.")
-        hparams.check_fits(shape.layers)
+    budget_bytes = None if max_memory is None else MemoryBudget.resolve(torch.device("cpu"), max_memory).total
+    config = read_config(model_name)
+    try:
+        shape = ModelShape.from_config(config, DTYPES[dtype_name])
+    except (UnsupportedArchitecture, KeyError) as error:
+        raise UsageError(f"Cannot plan for model type {config.model_type!r}: {error}") from None
+    hparams = load_hparams(editor_name.strip().lower().replace("-", "_"), config.model_type)
+    if not isinstance(hparams, ValueOptimisationHparams):
+        raise UsageError(f"plan covers the key–value editors (memit, pmet, memit_merge, alphaedit), not {editor_name}.")
+    hparams.check_fits(shape.layers)
     device_type = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if budget_bytes is None:
         budget_bytes = MemoryBudget.resolve(torch.device(device_type)).total
