@@ -72,7 +72,7 @@ def test_unedited_predictions_are_cached_once_and_shared(tiny_llama, tmp_path, e
         raise AssertionError("the unedited baseline was recomputed")
 
     monkeypatch.setattr(experiments.baseline, "locality_predictions", must_not_run)
-    monkeypatch.setattr(experiments.baseline, "heldout_perplexity", must_not_run)
+    monkeypatch.setattr(experiments.baseline, "heldout_losses", must_not_run)
     # Another mode (and any other editor) on the same records reuses the cached baseline.
     run_sequential(IdentityEditor(), model, tok, edits, batch_size=2, settings=SMALL,
                    baseline_dir=tmp_path)
