@@ -273,7 +273,7 @@ def _build(annotation: Any, value: Any) -> Any:
         return annotation(**{
             field.name: _build(hints[field.name], value[field.name])
             for field in dataclasses.fields(annotation)
-            if field.name in value or field.default is dataclasses.MISSING
+            if field.name in value or _required(field)
         })
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
@@ -286,6 +286,10 @@ def _build(annotation: Any, value: Any) -> Any:
     if origin is dict:
         return {key: _build(arguments[1], item) for key, item in value.items()}
     return value
+
+
+def _required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 def write_record(path: str | Path, record: RunRecord) -> None:

@@ -26,6 +26,19 @@ def percent(value: float | None) -> str:
     return MISSING if value is None else f"{100 * value:.1f}"
 
 
+def plus_minus(value: float | None, interval: tuple[float, float] | None, scale: float = 100,
+               decimals: int = 1) -> str:
+    """`value` (× `scale`) with the half-width of its 95% interval, e.g. "72.9 ±4.4". Percentile
+    intervals can be lopsided; the half-width is what a reader compares at a glance, and the
+    exact bounds are in report.json and results.csv."""
+    if value is None:
+        return MISSING
+    shown = f"{scale * value:.{decimals}f}"
+    if interval is None:
+        return shown
+    return f"{shown} ±{scale * (interval[1] - interval[0]) / 2:.{decimals}f}"
+
+
 def fixed(value: float | None, decimals: int) -> str:
     return MISSING if value is None else f"{value:.{decimals}f}"
 
