@@ -174,6 +174,8 @@ def akd_command(benchmark, split, layer_text, batch_size, sweep: SweepArguments)
     edited in batch mode, and the Spearman correlation of AKD with efficacy."""
     if batch_size < 2:
         fail(f"--batch must be at least 2 edits, since AKD is a distance between pairs, not {batch_size}.")
+    if len(sweep.seeds) > 1:
+        fail("akd correlates the batches of one draw; give one --seed instead of several --seeds.")
     layers = _layers(layer_text) if layer_text is not None else None
     names = sweep.editor_names()
     rank = current_rank()

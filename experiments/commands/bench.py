@@ -47,7 +47,8 @@ def medical_command(benchmark_text, batch_text, edits, sweep: SweepArguments):
     rank = current_rank()
     out = sweep.console(rank)
     with usage_errors():
-        edit_sets = [sweep_edits(benchmark, sizes, edits, sweep.seed, None, "--batch") for benchmark in benchmarks]
+        edit_sets = [sweep_edits(benchmark, sizes, edits, seed, None, "--batch")
+                     for seed in sweep.seeds for benchmark in benchmarks]
         model, tok = load(sweep.model_name)
         lineup = line_up(names, model, out)
         jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
@@ -58,7 +59,8 @@ def medical_command(benchmark_text, batch_text, edits, sweep: SweepArguments):
         where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or edit_set.dataset.file})"
         for size in sizes:
             mine = [record for job, record in zip(jobs, records) if job.edits is edit_set and job.batch_size == size]
-            out.print(comparison_table(mine, f"{where}: {len(edit_set.requests)} edits, batch {size}, seed {sweep.seed}"))
+            out.print(comparison_table(mine, f"{where}: {len(edit_set.requests)} edits, batch {size}, "
+                                             f"seed {edit_set.seed}"))
     sweep.publish("bench medical", dict(benchmark=benchmark_text, batch=list(sizes), edits=edits), records, out)
 
 
