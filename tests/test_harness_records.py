@@ -98,7 +98,7 @@ def test_tables_render_from_records_alone(tiny_llama, tmp_path, edits):
     text = screen.export_text()
     header = next(line for line in text.splitlines() if "Editor" in line)
     assert [word for word in header.split() if word != "┃"] == [
-        "Editor", "Eff", "Gen", "TD", "EM", "SS", "TS", "Flu", "Avg", "ΔPPL", "Edit", "s", "Infer", "×"]
+        "Editor", "Eff", "Gen", "TD", "EM", "SS", "TS", "Flu", "Avg", "ΔPPL", "%", "Edit", "s", "Infer", "×"]
     steps = [line.split() for line in text.splitlines() if line.split()[:2] in (["1", "2"], ["2", "4"])]
     assert [row[:2] for row in steps] == [["1", "2"], ["2", "4"]]  # step, requests edited so far
     assert all(row[5] == "100.0" for row in steps)  # locality of the unedited model

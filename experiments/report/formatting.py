@@ -7,7 +7,7 @@ fractions with six decimals and leave missing values empty.
 
 from __future__ import annotations
 
-from experiments.tables import GROUP_LABELS
+from experiments.tables import GROUP_LABELS, plus_minus  # noqa: F401  (re-exported for the report)
 
 MISSING = "–"
 
@@ -24,19 +24,6 @@ def group_order(groups: set[str] | frozenset[str]) -> tuple[str, ...]:
 
 def percent(value: float | None) -> str:
     return MISSING if value is None else f"{100 * value:.1f}"
-
-
-def plus_minus(value: float | None, interval: tuple[float, float] | None, scale: float = 100,
-               decimals: int = 1) -> str:
-    """`value` (× `scale`) with the half-width of its 95% interval, e.g. "72.9 ±4.4". Percentile
-    intervals can be lopsided; the half-width is what a reader compares at a glance, and the
-    exact bounds are in report.json and results.csv."""
-    if value is None:
-        return MISSING
-    shown = f"{scale * value:.{decimals}f}"
-    if interval is None:
-        return shown
-    return f"{shown} ±{scale * (interval[1] - interval[0]) / 2:.{decimals}f}"
 
 
 def fixed(value: float | None, decimals: int) -> str:
