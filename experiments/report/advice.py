@@ -141,7 +141,15 @@ def _efficacy(row: ResultRow) -> float:
 
 
 def _edits(row: ResultRow, reference: ResultRow) -> bool:
+    """Above the unedited efficacy beyond both intervals; never for records without intervals
+    (made before they were measured), whose differences cannot be told from noise."""
+    if not _has_interval(row) or not _has_interval(reference):
+        return False
     return _above(row, reference, "efficacy_accuracy", _efficacy)
+
+
+def _has_interval(row: ResultRow) -> bool:
+    return "efficacy_accuracy" in row.intervals
 
 
 def _with_interval(row: ResultRow, name: str, value: float, scale: float = 100,
@@ -158,6 +166,10 @@ def _edits_bullet(edited: Sequence[ResultRow], editing: Sequence[ResultRow],
     if reference is None:
         return Bullet(lead, "Cannot say: this setting has no unedited run to compare efficacy "
                             "with, so no editor is shown to edit and none is recommended.")
+    if not all(_has_interval(row) for row in (reference, *edited)):
+        return Bullet(lead, "Cannot say: these records carry no confidence intervals (they were "
+                            "made before intervals were measured), so no editor can be shown to "
+                            "edit beyond noise and none is recommended; rerun the command.")
     bar = _with_interval(reference, "efficacy_accuracy", _efficacy(reference))
     idle = [row.name for row in edited if row not in editing]
     text = f"the unedited model's efficacy (token acc.) is {bar}; "
@@ -267,8 +279,8 @@ def _perplexity(rows: Sequence[ResultRow], thresholds: Thresholds) -> Bullet:
         low, high = _interval(best, "perplexity_change", best.perplexity_change)
         other_low, other_high = _interval(second, "perplexity_change", second.perplexity_change)
         tie = not (high < other_low or low > other_high)
-        text += (f"; {second.name} ({_perplexity_text(second)}) is within the intervals, a tie"
-                 if tie else f"; next is {second.name} ({_perplexity_text(second)})")
+        text += (f"; a tie within the intervals with {second.name}: {_perplexity_text(second)}"
+                 if tie else f"; next is {second.name}: {_perplexity_text(second)}")
     return Bullet(lead, text + f" (among runs that edit and keep mean locality ≥ "
                                f"{percent(thresholds.locality)}%).")
 
