@@ -157,7 +157,11 @@ class _Run:
         scored = [self.requests[i] for i in scored_positions]
         results: list[RequestResult] = score_requests(
             scorer, scored, [self.unedited[i] for i in scored_positions])
-        health = model_health(scorer, applied, scored, self.settings, self.edits.seed,
+        # The run's first `fluency_prompts` requests are continued wherever they are scored, so
+        # a run of one-edit steps generates as many texts as one batch, not one per step.
+        fluent = [self.requests[i].prompt for i in scored_positions[: self.settings.fluency_prompts]
+                  if i < self.settings.fluency_prompts]
+        health = model_health(scorer, applied, scored, fluent, self.settings, self.edits.seed,
                               self.heldout, self.losses_before)
         return StepResult(
             step=number,

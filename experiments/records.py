@@ -161,7 +161,7 @@ class Settings:
     """Run settings that change the numbers; the defaults keep a CPU run short, and the record
     carries them so a reader knows what was measured (the papers generate 100 new tokens)."""
 
-    fluency_prompts: int = 50  # at most this many edit prompts per step are continued (0: off)
+    fluency_prompts: int = 50  # the run's first this many edit prompts are continued (0: off)
     fluency_new_tokens: int = 100  # sampled new tokens per continuation, exactly
     fluency_top_k: int = 5  # top-k sampling as ROME/MEMIT; 0: greedy until EOS (format 1)
     perplexity_tokens: int = 8192  # held-out target tokens per perplexity (0: off)

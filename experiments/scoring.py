@@ -20,7 +20,8 @@ whatever its number of rephrasings or probes), in `experiments.aggregate`, which
 every such mean its 95% bootstrap interval over requests.
 
 Per scoring step, the model's health:
-- Fluency: the first `fluency_prompts` edit prompts are continued by seeded top-k sampling
+- Fluency: the edit prompts of the run's first `fluency_prompts` requests (in single and
+  batch mode spread over the steps that score them) are continued by seeded top-k sampling
   (k = 5) to exactly `fluency_new_tokens` new tokens (`lm.scoring.TopKSampling`), and each
   prompt + continuation gets its n-gram entropy ×100 (`metrics.fluency`); Flu is their mean.
 - Perplexity: of held-out WikiText-2 pieces, each scored after its preceding words
@@ -132,16 +133,16 @@ def model_health(
     scorer: Scorer,
     applied: Any,
     requests: Sequence[EditRequest],
+    fluency_prompts: Sequence[str],
     settings: Settings,
     seed: int,
     heldout: HeldoutText | None = None,
     losses_before: PieceLosses | None = None,
 ) -> ModelHealth:
-    """Fluency of sampled continuations of the first `settings.fluency_prompts` edit prompts
-    (seeded with `seed`), perplexity of `heldout` after the edit with its change against
-    `losses_before` (both None when perplexity is off), and retrieval outcomes."""
-    samples = fluency_samples(scorer, [r.prompt for r in requests[: settings.fluency_prompts]],
-                              settings, seed)
+    """Fluency of sampled continuations of `fluency_prompts` (seeded with `seed`), perplexity
+    of `heldout` after the edit with its change against `losses_before` (both None when
+    perplexity is off), and the retrieval outcomes of `requests`."""
+    samples = fluency_samples(scorer, fluency_prompts, settings, seed)
     losses = heldout_losses(scorer, heldout) if heldout is not None else None
     return ModelHealth(
         fluency=sum(s.fluency for s in samples) / len(samples) if samples else None,

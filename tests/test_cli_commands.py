@@ -133,7 +133,7 @@ def test_akd_reports_layers_correlations_and_batch_compositions(tiny, tmp_path):
     assert [akd_at[(5, layer)] for layer in layers] == [0.0, 0.0, 0.0]
     assert all(akd_at[(6, layer)] > 0 for layer in layers)
     assert [entry["y"] for entry in analyses["correlations"]] == [
-        "unedited Eff (token acc.)", "unedited Eff score P(new)>P(old)"]
+        "unedited Eff (token acc.)", "unedited Eff score"]
     assert {entry["x"] for entry in analyses["correlations"]} == {f"AKD at layer {memit_last_layer()}"}
     assert "high_similarity_samples" not in analyses  # no retrieval editor ran
 

@@ -120,7 +120,7 @@ def akd_correlations(jobs: Sequence[Job], records: Sequence[RunRecord], akd: Seq
     akd_at = {(entry["run_index"], entry["layer"]): entry["akd"] for entry in akd}
     scores: tuple[tuple[str, Callable], ...] = (
         ("Eff (token acc.)", lambda result: result.efficacy_accuracy),
-        ("Eff score P(new)>P(old)", lambda result: result.efficacy_score),
+        ("Eff score", lambda result: result.efficacy_score),
     )
     entries = []
     for editor, layer in layer_of.items():

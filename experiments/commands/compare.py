@@ -27,11 +27,11 @@ BENCHMARK_HELP = "medcfpp, medcf, medversa, counterfact, zsre, or a path to a JS
 @click.option("--split", default=None, help="Split of a shipped benchmark (default: its test split).")
 @click.option("--batch", "batch_size", type=int, default=100, show_default=True, help="Edits applied together.")
 @click.option("--fluency-prompts", type=click.IntRange(min=0), default=Settings.fluency_prompts, show_default=True,
-              help="Edit prompts continued for fluency (0: off).")
+              help="Edit prompts continued for fluency: the run's first N (0: off).")
 @click.option("--fluency-tokens", type=click.IntRange(min=1), default=Settings.fluency_new_tokens,
-              show_default=True, help="New tokens per fluency continuation.")
+              show_default=True, help="New tokens per fluency continuation (sampled top-5, exactly this many).")
 @click.option("--perplexity-tokens", type=click.IntRange(min=0), default=Settings.perplexity_tokens,
-              show_default=True, help="Held-out WikiText-2 tokens for perplexity (0: off).")
+              show_default=True, help="Held-out WikiText-2 target tokens for perplexity, each piece after its 16 preceding words (0: off).")
 @model_option
 @seed_option
 @seeds_option

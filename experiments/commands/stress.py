@@ -116,7 +116,7 @@ def subject_pair(pool: Sequence[EditRequest], relations: RelationIndex, size: in
 
 
 def same_subject_table(jobs: Sequence[Job], records: Sequence[RunRecord], title: str) -> Table:
-    """Editor × batch size: efficacy (token acc. and P(new)>P(old)) with the same and with
+    """Editor × batch size: efficacy (token acc. and MEMIT's per-token score) with the same and with
     distinct subjects; the natural-groups batch in the same-subject columns."""
     found = {(job.editor, job.label, job.batch_size): record for job, record in zip(jobs, records)}
     table = Table(title=title)

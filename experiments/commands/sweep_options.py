@@ -126,11 +126,11 @@ def editors_option(default: str = "all"):
 def scoring_options(function):
     """--fluency-prompts, --fluency-tokens, --perplexity-tokens (as `compare` has them)."""
     function = click.option("--perplexity-tokens", type=click.IntRange(min=0), default=Settings.perplexity_tokens,
-                            show_default=True, help="Held-out WikiText-2 tokens for perplexity (0: off).")(function)
+                            show_default=True, help="Held-out WikiText-2 target tokens for perplexity, each piece after its 16 preceding words (0: off).")(function)
     function = click.option("--fluency-tokens", type=click.IntRange(min=1), default=Settings.fluency_new_tokens,
-                            show_default=True, help="New tokens per fluency continuation.")(function)
+                            show_default=True, help="New tokens per fluency continuation (sampled top-5, exactly this many).")(function)
     return click.option("--fluency-prompts", type=click.IntRange(min=0), default=Settings.fluency_prompts,
-                        show_default=True, help="Edit prompts continued for fluency per step (0: off).")(function)
+                        show_default=True, help="Edit prompts continued for fluency: the run's first N (0: off).")(function)
 
 
 def worker_plan(requested: str, jobs: int, model_name: str, settings: Settings,
