@@ -7,8 +7,9 @@ For one batch of edit requests on the plain model (an edited model costs the sam
   the end of turn); after: top-5 sampling of 50 edit prompts to exactly 100 new tokens;
 - perplexity before: 1,024 held-out target tokens after a one-word prompt; after: 8,192
   target tokens, each piece after its 16 preceding words.
-It prints seconds per part and the ratio of a whole scoring step after / before, which
-multiplies the "Scoring s" column of a report made before the change.
+It prints CPU seconds per part (process time on one torch thread: robust when other processes
+share the machine, and equal to wall time on an idle one) and the ratio of a whole scoring step
+after / before, which multiplies the "Scoring s" column of a report made before the change.
 
     python perf/measurement.py [--requests 100]
 """
@@ -39,16 +40,17 @@ AFTER = Settings()
 @click.command()
 @click.option("--requests", "count", type=int, default=100, show_default=True)
 def main(count: int) -> None:
+    torch.set_num_threads(1)
     model, tok = load("default", device="cpu")
     scorer = LMScorer(model, tok)
     requests = draw_edits("medcfpp", count, seed=0).requests
     unedited = locality_predictions(scorer, requests)
 
     def seconds(work) -> float:
-        began = time.perf_counter()
+        began = time.process_time()
         with torch.inference_mode():
             work()
-        return time.perf_counter() - began
+        return time.process_time() - began
 
     parts = {"requests": seconds(lambda: score_requests(scorer, requests, unedited))}
     for name, settings in (("before", BEFORE), ("after", AFTER)):
@@ -59,7 +61,7 @@ def main(count: int) -> None:
         parts[f"perplexity {name}"] = seconds(lambda: heldout_losses(scorer, text))
         print(f"{name}: {len(text.targets)} held-out pieces, {text.tokens} target tokens", flush=True)
     for name, value in parts.items():
-        print(f"{name:>18}: {value:7.1f} s")
+        print(f"{name:>18}: {value:7.1f} CPU s")
     before = parts["requests"] + parts["fluency before"] + parts["perplexity before"]
     after = parts["requests"] + parts["fluency after"] + parts["perplexity after"]
     print(f"scoring step before {before:.1f} s, after {after:.1f} s: ratio after/before {after / before:.2f}")
