@@ -37,7 +37,7 @@ pairs of a step go to the scorer in one call so that it can batch them by length
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from data.requests import EditRequest
 from experiments.heldout import HeldoutText, PieceLosses, heldout_losses
