@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from data.requests import EditRequest
-from experiments.heldout import HeldoutText, heldout_perplexity
+from experiments.heldout import HeldoutText, PieceLosses, heldout_losses
 from experiments.scoring import locality_predictions
 from lm.cache_entries import read_sealed_json, set_aside, write_sealed_json
 from lm.files import cache_root
 from lm.scoring import LMScorer
 
 # Bump when the way a reference value is computed changes, so older files stop matching.
-BASELINE_VERSION = 1
+BASELINE_VERSION = 2  # 2: held-out pieces scored after their preceding words, losses per piece
 
 
 class BaselineCache:
@@ -54,18 +54,19 @@ class BaselineCache:
         write_sealed_json(path, {**self._header(), "about": dict(about), "predictions": predictions})
         return predictions
 
-    def perplexity(self, text: HeldoutText) -> float:
-        """Perplexity of the held-out text under the unedited model."""
+    def perplexity(self, text: HeldoutText) -> PieceLosses:
+        """Per-piece losses of the held-out text under the unedited model."""
         path = self.directory / f"perplexity-{self._key([text.prompts, text.targets])}.json"
         cached = _read_json(path)
         if cached is not None:
-            if isinstance(cached.get("perplexity"), float):
-                return cached["perplexity"]
-            set_aside(path, "it holds no perplexity")
-        value = heldout_perplexity(self.scorer, text)
+            if _fits_pieces(cached, len(text.targets)):
+                return PieceLosses(tuple(cached["piece_nll"]), tuple(cached["piece_tokens"]))
+            set_aside(path, "it holds no per-piece losses for this text")
+        losses = heldout_losses(self.scorer, text)
         write_sealed_json(path, {**self._header(), "corpus": text.corpus, "tokens": text.tokens,
-                                 "perplexity": value})
-        return value
+                                 "perplexity": losses.perplexity, "piece_nll": list(losses.nll),
+                                 "piece_tokens": list(losses.tokens)})
+        return losses
 
     def _key(self, content: Any) -> str:
         return _digest([BASELINE_VERSION, self.tokenizer_digest, content])[:32]
@@ -99,3 +100,11 @@ def _fits(predictions: Any, requests: Sequence[EditRequest]) -> bool:
             if not isinstance(entry[group], list) or len(entry[group]) != len(probes):
                 return False
     return True
+
+
+def _fits_pieces(cached: Mapping[str, Any], pieces: int) -> bool:
+    """Whether a cached perplexity file holds one loss and one token count per piece."""
+    nll, tokens = cached.get("piece_nll"), cached.get("piece_tokens")
+    return (isinstance(nll, list) and isinstance(tokens, list) and len(nll) == len(tokens) == pieces
+            and all(isinstance(v, (int, float)) for v in nll)
+            and all(isinstance(v, int) and v > 0 for v in tokens))

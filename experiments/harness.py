@@ -30,7 +30,7 @@ from experiments.context import check_context
 from experiments.edit_sets import EditSet
 from experiments.environment import package_versions
 from experiments.errors import HarnessError
-from experiments.heldout import HeldoutText, heldout_perplexity, heldout_text
+from experiments.heldout import HeldoutText, PieceLosses, heldout_text
 from experiments.records import (
     RECORD_FORMAT, Aggregate, ModelInfo, RequestResult, RunRecord, Settings, StepResult, StepTiming,
     Timings, Validation,
@@ -79,12 +79,13 @@ def prepare_baseline(model: Any, tok: Any, edit_sets: Sequence[EditSet], setting
 
 
 def _baseline(model: Any, tok: Any, fingerprint: str, edits: EditSet, settings: Settings,
-              baseline_dir: Path | None) -> tuple[list, HeldoutText | None, float | None]:
-    """The unedited locality predictions, the held-out text and its unedited perplexity."""
+              baseline_dir: Path | None) -> tuple[list, HeldoutText | None, PieceLosses | None]:
+    """The unedited locality predictions, the held-out text and its unedited losses."""
     cache = BaselineCache(model, tok, fingerprint, baseline_dir)
     unedited = cache.locality(edits.requests, about={
         "dataset": asdict(edits.dataset), "record_indices": list(edits.record_indices)})
-    heldout = (heldout_text(tok, settings.perplexity_tokens, settings.perplexity_corpus)
+    heldout = (heldout_text(tok, settings.perplexity_tokens, settings.perplexity_corpus,
+                            settings.perplexity_context_words)
                if settings.perplexity_tokens else None)
     return unedited, heldout, cache.perplexity(heldout) if heldout else None
 
@@ -104,7 +105,7 @@ class _Run:
         self.editor, self.model, self.tok, self.edits, self.settings = editor, model, tok, edits, settings
         self.requests: tuple[EditRequest, ...] = edits.requests
         self.fingerprint = model_fingerprint(model)
-        self.unedited, self.heldout, self.perplexity_before = _baseline(
+        self.unedited, self.heldout, self.losses_before = _baseline(
             model, tok, self.fingerprint, edits, settings, baseline_dir)
         self.baseline_seconds = time.perf_counter() - self.started
 
@@ -160,11 +161,12 @@ class _Run:
         scored = [self.requests[i] for i in scored_positions]
         results: list[RequestResult] = score_requests(
             scorer, scored, [self.unedited[i] for i in scored_positions])
-        health = model_health(
-            scorer, applied, scored, self.settings.fluency_prompts,
-            self.settings.fluency_new_tokens,
-            (lambda s: heldout_perplexity(s, self.heldout)) if self.heldout else None,
-        )
+        # The run's first `fluency_prompts` requests are continued wherever they are scored, so
+        # a run of one-edit steps generates as many texts as one batch, not one per step.
+        fluent = [self.requests[i].prompt for i in scored_positions[: self.settings.fluency_prompts]
+                  if i < self.settings.fluency_prompts]
+        health = model_health(scorer, applied, scored, fluent, self.settings, self.edits.seed,
+                              self.heldout, self.losses_before)
         return StepResult(
             step=number,
             applied_indices=tuple(self.requests[i].metadata.get("index") for i in applied_positions),
@@ -199,7 +201,7 @@ class _Run:
             record_indices=self.edits.record_indices,
             settings=self.settings,
             versions=package_versions(),
-            perplexity_before=self.perplexity_before,
+            perplexity_before=self.losses_before.perplexity if self.losses_before else None,
             steps=tuple(steps),
             aggregate=overall,
             timings=Timings(

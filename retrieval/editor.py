@@ -119,19 +119,19 @@ class RetrievalScorer(LMScorer):
         hidden[hit], hidden[~hit] = edited, plain
         return hidden
 
-    def generate_ids(self, input_ids, attention_mask, prompts, max_new_tokens):
+    def generate_ids(self, input_ids, attention_mask, prompts, max_new_tokens, decoding=None):
         hit, values = self.store.prompts_for(prompts)
         if not hit.any():
-            return super().generate_ids(input_ids, attention_mask, prompts, max_new_tokens)
+            return super().generate_ids(input_ids, attention_mask, prompts, max_new_tokens, decoding)
         hit = hit.to(input_ids.device)
         values = values.to(self.device, self._embedding_dtype)
         edited = prompted_generate(
-            self.model, input_ids[hit], attention_mask[hit], values, max_new_tokens, self.pad_id
+            self.model, input_ids[hit], attention_mask[hit], values, max_new_tokens, self.pad_id, decoding
         )
         if hit.all():
             return edited
         plain = super().generate_ids(
-            input_ids[~hit], attention_mask[~hit], _rows(prompts, ~hit), max_new_tokens
+            input_ids[~hit], attention_mask[~hit], _rows(prompts, ~hit), max_new_tokens, decoding
         )
         width = max(edited.shape[1], plain.shape[1])
         new_ids = torch.full((input_ids.shape[0], width), self.pad_id, dtype=torch.long, device=edited.device)

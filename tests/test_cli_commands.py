@@ -98,6 +98,18 @@ def test_sequential_scores_everything_edited_so_far(tiny, tmp_path):
     assert run["mode"] == "sequential" and [step["aggregate"]["requests"] for step in run["steps"]] == [2, 4]
 
 
+def test_seeds_draw_one_batch_each_and_report_the_spread(tiny, tmp_path):
+    report = report_of(["stress", "sequential", "--steps", "1", "--batch", "3", "--editors", "unedited",
+                        "--seeds", "0,1"], tmp_path)
+    first, second = report["runs"]
+    assert (first["seed"], second["seed"]) == (0, 1) and report["arguments"]["seeds"] == [0, 1]
+    assert first["record_indices"] != second["record_indices"]
+    (run_dir,) = (tmp_path / "reports").iterdir()
+    assert "## Across seeds" in (run_dir / "report.md").read_text()
+    refused = CliRunner().invoke(main, ["compare", "--seeds", "0,x", *CHEAP])
+    assert refused.exit_code == 2 and "--seeds takes comma-separated whole numbers" in refused.output
+
+
 def test_bench_medical_runs_benchmark_by_benchmark(tiny, tmp_path):
     report = report_of(["bench", "medical", "--benchmark", "medcfpp,medcf", "--batch", "1,2",
                         "--edits", "2", "--editors", "unedited"], tmp_path)
@@ -121,7 +133,7 @@ def test_akd_reports_layers_correlations_and_batch_compositions(tiny, tmp_path):
     assert [akd_at[(5, layer)] for layer in layers] == [0.0, 0.0, 0.0]
     assert all(akd_at[(6, layer)] > 0 for layer in layers)
     assert [entry["y"] for entry in analyses["correlations"]] == [
-        "unedited Eff (token acc.)", "unedited Eff score P(new)>P(old)"]
+        "unedited Eff (token acc.)", "unedited Eff score"]
     assert {entry["x"] for entry in analyses["correlations"]} == {f"AKD at layer {memit_last_layer()}"}
     assert "high_similarity_samples" not in analyses  # no retrieval editor ran
 

@@ -103,6 +103,9 @@ def test_single_mode_applies_and_undoes_each_request_alone(tiny_llama, tmp_path)
     assert [step.applied_indices for step in record.steps] == [(0,), (1,), (2,)]
     assert [[r.record_index for r in step.requests] for step in record.steps] == [[0], [1], [2]]
     assert record.mode == "single" and record.batch_size == 1 and record.aggregate.requests == 3
+    # The run's first two prompts are continued for fluency, one in each of their steps.
+    assert [step.aggregate.health.fluency_texts for step in record.steps] == [1, 1, 0]
+    assert [s.prompt for s in record.aggregate.health.fluency_samples] == [r.prompt for r in requests(2)]
     assert_restored(model, before)
 
 

@@ -22,6 +22,14 @@ def test_report_round_trips_through_json():
     assert data["runs"][0] == json.loads(report.runs[0].to_json())
 
 
+def test_a_format_1_record_reads_as_what_it_measured():
+    # Records written before format 2 lack the sampling and context settings: they were greedy
+    # continuations and held-out pieces after one word, and read back as such, not as today's.
+    settings = run("memit").settings
+    assert (settings.fluency_top_k, settings.perplexity_context_words) == (0, 1)
+    assert run("memit").aggregate.locality_score is None
+
+
 def test_arguments_are_kept_as_json_values():
     report = Report("compare", {"sizes": (1, 10)}, (run("memit"),), created="2026-01-01T00:00:00+00:00")
     assert report.arguments == {"sizes": [1, 10]}  # as it will read back

@@ -121,7 +121,7 @@ def akd_correlations(jobs: Sequence[Job], records: Sequence[RunRecord], akd: Seq
     akd_at = {(entry["run_index"], entry["layer"]): entry["akd"] for entry in akd}
     scores: tuple[tuple[str, Callable], ...] = (
         ("Eff (token acc.)", lambda result: result.efficacy_accuracy),
-        ("Eff score P(new)>P(old)", lambda result: result.efficacy_score),
+        ("Eff score", lambda result: result.efficacy_score),
     )
     entries = []
     for editor, layer in layer_of.items():
@@ -177,6 +177,8 @@ def akd_command(benchmark, split, fields, max_target_tokens, layer_text, batch_s
     edited in batch mode, and the Spearman correlation of AKD with efficacy."""
     if batch_size < 2:
         fail(f"--batch must be at least 2 edits, since AKD is a distance between pairs, not {batch_size}.")
+    if len(sweep.seeds) > 1:
+        fail("akd correlates the batches of one draw; give one --seed instead of several --seeds.")
     layers = parse_layer_option(layer_text) if layer_text is not None else None
     names = sweep.editor_names()
     rank = current_rank()

@@ -51,8 +51,9 @@ def medical_command(benchmark_text, batch_text, edits, fields, max_target_tokens
     rank = current_rank()
     out = sweep.console(rank)
     # --fields reads the benchmark files given by path; the shipped ones have their own layout.
-    edit_sets = [sweep_edits(benchmark, sizes, edits, sweep.seed, None, "--batch",
-                             None if benchmark in BENCHMARKS else fields) for benchmark in benchmarks]
+    edit_sets = [sweep_edits(benchmark, sizes, edits, seed, None, "--batch",
+                             None if benchmark in BENCHMARKS else fields)
+                 for seed in sweep.seeds for benchmark in benchmarks]
     model, tok = load(sweep.model_name)
     edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
     lineup = line_up(names, model, out)
@@ -64,7 +65,8 @@ def medical_command(benchmark_text, batch_text, edits, fields, max_target_tokens
         where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or edit_set.dataset.file})"
         for size in sizes:
             mine = [record for job, record in zip(jobs, records) if job.edits is edit_set and job.batch_size == size]
-            out.print(comparison_table(mine, f"{where}: {len(edit_set.requests)} edits, batch {size}, seed {sweep.seed}"))
+            out.print(comparison_table(mine, f"{where}: {len(edit_set.requests)} edits, batch {size}, "
+                                             f"seed {edit_set.seed}"))
     sweep.publish("bench medical", dict(benchmark=benchmark_text, batch=list(sizes), edits=edits,
                                         fields=fields and fields.spec, max_target_tokens=max_target_tokens),
                   records, out)

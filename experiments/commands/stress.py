@@ -64,7 +64,7 @@ def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments)
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    edit_sets = subject_edit_sets(sizes, natural, sweep.seed)
+    edit_sets = [pair for seed in sweep.seeds for pair in subject_edit_sets(sizes, natural, seed)]
     model, tok = load(sweep.model_name)
     akd_layer = load_hparams("memit", model.config.model_type).last_layer
     overrides = {"key_token": key_token} if key_token else None
@@ -75,8 +75,11 @@ def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments)
     if records is None:
         return
     akd = job_akd_entries(jobs, model, tok, [akd_layer], key_token or "subject_last")
-    out.print(same_subject_table(jobs, records, f"Same- vs distinct-subject efficacy, CounterFact test, "
-                                                f"seed {sweep.seed}, key token {key_token or 'editor default'}"))
+    for seed in sweep.seeds:
+        mine = [(job, record) for job, record in zip(jobs, records) if job.edits.seed == seed]
+        out.print(same_subject_table([job for job, _ in mine], [record for _, record in mine],
+                                     f"Same- vs distinct-subject efficacy, CounterFact test, seed {seed}, "
+                                     f"key token {key_token or 'editor default'}"))
     analyses = {"run_labels": [job.label for job in jobs], "akd": akd}
     sweep.publish("stress same-subject", dict(batch_sizes=list(sizes), key_token=key_token, natural=natural),
                   records, out, analyses)
@@ -112,7 +115,7 @@ def subject_pair(pool: Sequence[EditRequest], relations: RelationIndex, size: in
 
 
 def same_subject_table(jobs: Sequence[Job], records: Sequence[RunRecord], title: str) -> Table:
-    """Editor × batch size: efficacy (token acc. and P(new)>P(old)) with the same and with
+    """Editor × batch size: efficacy (token acc. and MEMIT's per-token score) with the same and with
     distinct subjects; the natural-groups batch in the same-subject columns."""
     found = {(job.editor, job.label, job.batch_size): record for job, record in zip(jobs, records)}
     table = Table(title=title)
@@ -148,18 +151,21 @@ def batch_sweep_command(benchmark, split, fields, max_target_tokens, batch_sizes
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    edit_set = sweep_edits(benchmark, sizes, edits, sweep.seed, split, "--batch-sizes", fields)
+    edit_sets = [sweep_edits(benchmark, sizes, edits, seed, split, "--batch-sizes", fields)
+                 for seed in sweep.seeds]
     model, tok = load(sweep.model_name)
-    edit_set = cut_long_targets(edit_set, tok, max_target_tokens)
+    edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
     lineup = line_up(names, model, out)
-    jobs = batch_size_jobs(lineup, edit_set, sizes)
+    jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
     records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
     if records is None:
         return
-    where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or 'file'})"
-    for size in sizes:
-        out.print(comparison_table([r for r in records if r.batch_size == size],
-                                   f"{len(edit_set.requests)} edits from {where}, batch {size}, seed {sweep.seed}"))
+    for edit_set in edit_sets:
+        where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or 'file'})"
+        for size in sizes:
+            out.print(comparison_table([r for r in records if r.batch_size == size and r.seed == edit_set.seed],
+                                       f"{len(edit_set.requests)} edits from {where}, batch {size}, "
+                                       f"seed {edit_set.seed}"))
     sweep.publish("stress batch-sweep", dict(benchmark=benchmark, split=split, batch_sizes=list(sizes), edits=edits,
                                              fields=fields and fields.spec, max_target_tokens=max_target_tokens),
                   records, out)
@@ -183,18 +189,18 @@ def sequential_command(steps, batch_size, benchmark, split, fields, max_target_t
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    edit_set = draw_edits(benchmark, steps * batch_size, sweep.seed, split, fields,
-                          asked_by=f"--steps {steps} × --batch {batch_size}")
+    edit_sets = [draw_edits(benchmark, steps * batch_size, seed, split, fields,
+                            asked_by=f"--steps {steps} × --batch {batch_size}") for seed in sweep.seeds]
     model, tok = load(sweep.model_name)
-    edit_set = cut_long_targets(edit_set, tok, max_target_tokens)
+    edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
     lineup = line_up(names, model, out)
-    jobs = [Job(name, edit_set, batch_size, mode="sequential") for name in lineup]
+    jobs = [Job(name, edit_set, batch_size, mode="sequential") for edit_set in edit_sets for name in lineup]
     records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
     if records is None:
         return
     for record in records:
         out.print(sequential_table(record, f"{record.editor}: {steps} sequential batches of {batch_size} "
-                                           f"from {edit_set.dataset.benchmark}, seed {sweep.seed}"))
+                                           f"from {record.dataset.benchmark}, seed {record.seed}"))
     sweep.publish("stress sequential", dict(steps=steps, batch=batch_size, benchmark=benchmark, split=split,
                                             fields=fields and fields.spec, max_target_tokens=max_target_tokens),
                   records, out)
