@@ -38,6 +38,9 @@ class FtEditor:
         self.hparams = hparams
         self.progress = progress
 
+    def prepare(self, model, tok) -> None:
+        """Nothing: FT-L reads no cached statistics."""
+
     def apply(self, model, tok, requests: Sequence[EditRequest]) -> WeightEdit:
         started = time.perf_counter()
         validate_requests(requests)

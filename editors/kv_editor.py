@@ -68,6 +68,8 @@ class KeyValueEditor:
     """
 
     name = "key-value"
+    # Requests whose keys coincide overwrite each other's value (protocol.KeyValueWriter).
+    merges_shared_keys = False
 
     def __init__(
         self,
@@ -131,6 +133,15 @@ class KeyValueEditor:
         context_prefixes(model, tok, self.hparams.n_templates, self.hparams.template_len,
                          self.hparams.template_seed, self.cache_root)
         self.moments(model, tok)
+
+    @property
+    def key_layer(self) -> int:
+        """l*, where the keys the values are written under are read (protocol.KeyValueWriter)."""
+        return self.hparams.last_layer
+
+    @property
+    def key_token(self) -> str:
+        return self.hparams.key_token
 
     def moments(self, model, tok) -> dict:
         """The covariance statistics of the edited layers (fetched once per model object)."""

@@ -27,6 +27,7 @@ from lm.adapters import ArchAdapter
 
 class MergeEditor(MemitEditor):
     name = "memit_merge"
+    merges_shared_keys = True  # its groups: requests with one key share one value
 
     def groups(self, model, batch: EditBatch) -> list[list[int]]:
         if self.hparams.grouping == "subject":

@@ -8,9 +8,10 @@ call so that it can batch them by length.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from data.requests import EditRequest
+from editors.protocol import Applied, ReportsRetrieval
 from experiments.records import ModelHealth, RequestResult, RetrievalSummary
 from lm.scoring import Scorer, TokenScores
 from metrics import efficacy_score, fluency, locality_agreement, retrieval_rates, token_accuracy
@@ -90,7 +91,7 @@ class _ScoringPlan:
 
 def model_health(
     scorer: Scorer,
-    applied: Any,
+    applied: Applied,
     requests: Sequence[EditRequest],
     fluency_prompts: int,
     fluency_new_tokens: int,
@@ -108,17 +109,16 @@ def model_health(
     )
 
 
-def retrieval_summary(applied: Any, requests: Sequence[EditRequest]) -> RetrievalSummary | None:
+def retrieval_summary(applied: Applied, requests: Sequence[EditRequest]) -> RetrievalSummary | None:
     """Retrieval outcome shares, if the edit handle can report them; else None.
 
-    The optional hook is `applied.retrieval_outcomes(prompts) -> list[EditRequest | None]`: for
-    each query, the request whose memory entry it retrieved, or None. Edit prompts and
+    The capability is `ReportsRetrieval.retrieval_outcomes(prompts) -> list[EditRequest | None]`:
+    for each query, the request whose memory entry it retrieved, or None. Edit prompts and
     rephrasings should retrieve their own request; locality prompts should retrieve nothing.
     Comparing requests (not memory ids) keeps it right across sequential steps, where the
     memory holds entries added by earlier `apply` calls.
     """
-    outcomes = getattr(applied, "retrieval_outcomes", None)
-    if outcomes is None:
+    if not isinstance(applied, ReportsRetrieval):
         return None
     queries: list[str] = []
     expected: list[EditRequest | None] = []
@@ -130,7 +130,7 @@ def retrieval_summary(applied: Any, requests: Sequence[EditRequest]) -> Retrieva
             for probe in probes:
                 queries.append(probe.prompt)
                 expected.append(None)
-    rates = retrieval_rates(list(outcomes(queries)), expected)
+    rates = retrieval_rates(list(applied.retrieval_outcomes(queries)), expected)
     return RetrievalSummary(
         correct=_finite_or_none(rates.correct),
         wrong=_finite_or_none(rates.wrong),

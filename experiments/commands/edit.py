@@ -1,4 +1,7 @@
-"""`editscope edit`: apply a user's edits to a model and save the edited model (or memory)."""
+"""`editscope edit`: apply a user's edits to a model and save the edited model (or memory).
+
+The folder is written by the edit handle's `save` (`Applied.save`) and read back by
+`experiments.saved_edits.load_saved_edit`."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from pathlib import Path
 import click
 
 from data.benchmarks import load_benchmark
-from experiments.collisions import close_key_pairs, same_subject_pairs
+from experiments.collisions import key_collisions
 from experiments.commands.common import model_option, usage_errors
 from experiments.console import console, fail
 from experiments.discovery import build_editor
@@ -38,12 +41,8 @@ def edit_command(requests_file, editor_name, save_dir, key_threshold, force, mod
         requests = load_benchmark(requests_file)
         model, tok = load(model_name)
         editor = build_editor(editor_name, model)
-        hparams = getattr(editor, "hparams", None)
-        collisions = same_subject_pairs(requests)
-        if hparams is not None and hasattr(hparams, "layers"):
-            collisions += close_key_pairs(model, tok, requests, hparams.layers[-1], key_threshold,
-                                          getattr(hparams, "key_token", "subject_last"))
-    if collisions and not force and editor.name not in ("memit_merge", "recipe", "medrek"):
+        collisions = key_collisions(editor, model, tok, requests, key_threshold)
+    if collisions and not force:
         listed = "; ".join(c.sentence() for c in collisions[:MAX_LISTED])
         more = f" and {len(collisions) - MAX_LISTED} more" if len(collisions) > MAX_LISTED else ""
         fail(f"{len(collisions)} colliding pair(s): {listed}{more}. Key-value editors map one key to one value, "
@@ -51,10 +50,5 @@ def edit_command(requests_file, editor_name, save_dir, key_threshold, force, mod
     with usage_errors():
         applied = editor.apply(model, tok, requests)
         with atomic_directory(target) as tmp:
-            store = getattr(applied, "store", None)
-            if store is not None:
-                store.memory.save(tmp / "memory.safetensors")
-            else:
-                model.save_pretrained(tmp, safe_serialization=True)
-                tok.save_pretrained(tmp)
+            applied.save(tmp)
     out.print(f"Applied {len(requests)} edit(s) with {editor.name}; saved to {target}.")

@@ -105,13 +105,11 @@ def prepare_shared_work(jobs: Sequence[Job], lineup: Mapping[str, Editor], model
                         settings: Settings, out: Console) -> None:
     """What every job would otherwise compute on its own, done once and cached: the unedited
     baselines of each edit set, and whatever an editor prepares for a model (`prepare(model,
-    tok)`, optional: e.g. covariance statistics and context prefixes)."""
+    tok)`: e.g. covariance statistics and context prefixes)."""
     with out.status("Preparing the unedited baselines and the editors' statistics (once, cached)"):
         prepare_baseline(model, tok, list({id(job.edits): job.edits for job in jobs}.values()), settings)
         for name in dict.fromkeys(job.editor for job in jobs):
-            prepare = getattr(lineup[name], "prepare", None)
-            if prepare is not None:
-                prepare(model, tok)
+            lineup[name].prepare(model, tok)
 
 
 def job_akd_entries(jobs: Sequence[Job], model: Any, tok: Any, layers: Sequence[int],
