@@ -91,6 +91,12 @@ def run_jobs(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok:
         prepare_shared_work(jobs, lineup, model, tok, settings, out)
         with job_board(out, [job.title for job in jobs]) as events:
             return run_in_workers(jobs, plan, events)
+    if rank.world > 1:
+        # Every rank, in the same order, before the ranks part: missing covariance statistics
+        # are collected as shards and all-reduced over all ranks, which a job running on one
+        # rank alone would wait for for ever.
+        with out.status("Preparing the editors' statistics (all ranks, once, cached)"):
+            prepare_editors(jobs, lineup, model, tok)
 
     def run(index: int) -> RunRecord:
         job = jobs[index]
@@ -108,8 +114,13 @@ def prepare_shared_work(jobs: Sequence[Job], lineup: Mapping[str, Editor], model
     tok)`: e.g. covariance statistics and context prefixes)."""
     with out.status("Preparing the unedited baselines and the editors' statistics (once, cached)"):
         prepare_baseline(model, tok, list({id(job.edits): job.edits for job in jobs}.values()), settings)
-        for name in dict.fromkeys(job.editor for job in jobs):
-            lineup[name].prepare(model, tok)
+        prepare_editors(jobs, lineup, model, tok)
+
+
+def prepare_editors(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok: Any) -> None:
+    """`prepare(model, tok)` of every editor the jobs use, in line-up order."""
+    for name in dict.fromkeys(job.editor for job in jobs):
+        lineup[name].prepare(model, tok)
 
 
 def job_akd_entries(jobs: Sequence[Job], model: Any, tok: Any, layers: Sequence[int],
