@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,15 +26,15 @@ from editors.protocol import EditError
 from editors.upper import SplitBatch, block_input_state, run_upper
 from editors.values import forward_copy
 from lm.adapters import adapter_for
+from lm.progress import StageProgress
 from lm.scoring import output_logits
 
-Progress = Callable[[str, int, int], None]
 
 
 class FtEditor:
     name = "ft_l"
 
-    def __init__(self, hparams: FtHparams, progress: Progress | None = None):
+    def __init__(self, hparams: FtHparams, progress: StageProgress | None = None):
         self.hparams = hparams
         self.progress = progress
 

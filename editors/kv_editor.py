@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -26,8 +26,8 @@ from editors.templates import context_prefixes
 from editors.value_cache import ValueCache, optimise_reusing, values_root
 from editors.values import ValueOptions, ValueResult
 from lm.adapters import ArchAdapter, adapter_for
+from lm.progress import StageProgress
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total); library code never prints
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class KeyValueEditor:
         self,
         hparams: ValueOptimisationHparams,
         covariance: CovarianceSource | None = None,
-        progress: Progress | None = None,
+        progress: StageProgress | None = None,
         cache_root: Path | None = None,
         reuse_values: bool = True,
     ):

@@ -37,9 +37,9 @@ from editors.upper import SplitBatch, capture_upper_state, run_upper
 from lm.adapters import adapter_for
 from lm.hooks import add_at_positions, capture
 from lm.precision import cast_copy
+from lm.progress import StageProgress
 from lm.scoring import output_logits
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -224,7 +224,7 @@ def optimise_values(
     groups: Sequence[Sequence[int]],
     site_modules: Sequence[str],
     options: ValueOptions,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
 ) -> ValueResult:
     """Train one δ per group and site; see the module docstring for the loss.
 

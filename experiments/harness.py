@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from data.validation import validate_batch
 from data.requests import EditRequest, validate_requests
@@ -36,8 +36,8 @@ from experiments.records import (
 )
 from experiments.scoring import model_health, score_requests
 from lm.loading import model_fingerprint
+from lm.progress import Progress
 
-Progress = Callable[[int, int], None]  # (steps done, steps in total)
 
 
 class EditorRestoreError(RuntimeError):
