@@ -1,4 +1,5 @@
-"""FT-L (ALGORITHMS.md §7): fine-tune one layer's MLP output projection under an L∞ bound.
+"""FT-L (constrained fine-tuning of Zhu et al. 2020, "Modifying Memories in Transformer Models", as
+the ROME/MEMIT papers' baseline): fine-tune one layer's MLP output projection under an L∞ bound.
 
 The baseline of the ROME/MEMIT papers, kept to show that the same-subject collapse is specific
 to key–value editors. Adam on the teacher-forced NLL of every request's target after its prompt

@@ -4,7 +4,7 @@ For each group of requests (one request per group for MEMIT; one subject per gro
 MEMIT-Merge) a free vector δ_g is added to the output of one or more modules at layer l* (the
 block for MEMIT, the attention and MLP outputs for PMET) at the key token of every rewriting
 prompt of the group's requests, and trained with Adam so the model predicts each request's
-target (ALGORITHMS.md §3):
+target (MEMIT, Meng et al. ICLR 2023, §4; the decay term as in its reference code):
 
     loss_g = Σ_{r∈g} [ w_r · NLL_r + kl_factor · KL(p_δ ‖ p_0)_r ] + Σ_sites decay · ‖δ‖ / ‖h_0‖²
 

@@ -2,7 +2,7 @@
 returns a handle whose `scorer` retrieves and injects; `undo` removes exactly those entries.
 
 Per query text the scorer encodes it, takes the top-1 memory key by cosine similarity and uses
-that entry's continuous prompt only if the key beats the sentinel (ALGORITHMS.md §8, eq. 9);
+that entry's continuous prompt only if the key beats the sentinel (RECIPE, Chen et al. 2024, §4.2, eq. 9);
 rows that retrieve nothing run through the plain model, so they are scored exactly as unedited.
 """
 
