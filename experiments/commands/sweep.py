@@ -19,7 +19,7 @@ from rich.console import Console
 
 from covariance.distributed import Rank
 from data.batches import BatchError
-from editors.akd import batch_akd
+from editors.akd import batch_keys
 from editors.protocol import Editor
 from experiments.commands.common import parse_csv_ints
 from experiments.console import job_board, progress_bar
@@ -30,6 +30,7 @@ from experiments.identity import IdentityEditor
 from experiments.records import RunRecord, Settings
 from experiments.report import akd_entries
 from experiments.workers import Job, WorkerPlan, run_in_workers
+from metrics.keys import average_key_distance_per_layer
 
 
 class SweepFailed(RuntimeError):
@@ -131,7 +132,8 @@ def job_akd_entries(jobs: Sequence[Job], model: Any, tok: Any, layers: Sequence[
     entries = []
     for index, job in enumerate(jobs):
         if id(job.edits) not in per_edit_set:
-            per_edit_set[id(job.edits)] = batch_akd(model, tok, job.edits.requests, layers, key_token)
+            keys = batch_keys(model, tok, job.edits.requests, layers, key_token)
+            per_edit_set[id(job.edits)] = average_key_distance_per_layer(keys)
         entries += akd_entries(index, 1, per_edit_set[id(job.edits)])
     return entries
 
