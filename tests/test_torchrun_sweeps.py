@@ -5,7 +5,9 @@ The model is a tiny llama saved to a folder (`--model FOLDER`: a subprocess cann
 monkeypatched), deep enough for the llama defaults; the single-process run is the same
 command in the test process. MEMIT runs from an empty cache, so its covariance statistics are
 collected over both ranks (sharded, all-reduced) before the ranks split the jobs; each run has
-its own cache, so nothing computed by one is read by the other.
+its own cache, so nothing computed by one is read by the other. (Before the sweep prepared
+the editors on every rank, this run hung: the rank running MEMIT waited in the covariance
+all-reduce for a rank that had gone on to the gather; the timeout turns a hang into a failure.)
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def torchrun_report(command: list[str], model_folder: Path, run_dir: Path) -> di
     env = {**os.environ, "EDITSCOPE_CACHE": str(run_dir / "cache"), "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     result = subprocess.run([*launcher, "cli.py", *arguments(command, model_folder, run_dir)],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return written_report(run_dir)
 
