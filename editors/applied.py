@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from editors.protocol import EditError, write_manifest
+from editors.protocol import EditError
 from lm.scoring import LMScorer
 
 
@@ -73,7 +73,7 @@ class WeightEdit:
 
     def save(self, folder: Path) -> None:
         """The edited model and its tokenizer as a model folder (`lm.loading.load` reads it)."""
-        save_model_folder(folder, self.model, self.tok, str(self.info.get("editor", "unknown")))
+        save_model_folder(folder, self.model, self.tok)
 
     def on_undo(self, callback: Callable[[], None]) -> None:
         """Run `callback` when the edit is undone (an editor's own memory of applied batches)."""
@@ -92,11 +92,10 @@ class WeightEdit:
         self.undone = True
 
 
-def save_model_folder(folder: Path, model: nn.Module, tok, editor: str) -> None:
-    """`model` and `tok` as a model folder, with the manifest naming `editor`."""
+def save_model_folder(folder: Path, model: nn.Module, tok) -> None:
+    """`model` and `tok` as a model folder (what `lm.loading.load` reads)."""
     model.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
-    write_manifest(folder, editor, "weights")
 
 
 @contextlib.contextmanager

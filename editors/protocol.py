@@ -17,7 +17,6 @@ so no metric needs to know which family of editor produced the edit.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -26,18 +25,6 @@ import torch
 from data.requests import EditRequest
 from editors.hparams import Hparams
 from lm.scoring import Scorer
-
-# What `Applied.save` writes beside the edit itself: {"editor": name, "kind": one of SAVED_KINDS}.
-SAVED_EDIT_MANIFEST = "edit.json"
-SAVED_KINDS = ("weights", "memory")  # an edited model folder; a retrieval edit memory
-
-
-def write_manifest(folder: Path, editor: str, kind: str) -> None:
-    """The `SAVED_EDIT_MANIFEST` of a saved edit: which editor wrote it, and in which form."""
-    if kind not in SAVED_KINDS:
-        raise ValueError(f"A saved edit is one of {', '.join(SAVED_KINDS)}, not {kind!r}.")
-    (Path(folder) / SAVED_EDIT_MANIFEST).write_text(json.dumps({"editor": editor, "kind": kind}) + "\n")
-
 
 class EditError(ValueError):
     """An edit was refused before the model was touched (non-finite update, no covariance, …);
@@ -50,8 +37,9 @@ class Applied(Protocol):
 
     `scorer` scores the edited model; `info` is what the editor wants recorded (layers, λ,
     losses, `info["seconds"]`, …; may be empty); `save(folder)` writes the edit into an existing
-    empty folder with a `SAVED_EDIT_MANIFEST` (read back by `experiments.saved_edits`);
-    `undo()` returns the model to exactly its pre-edit state (a second call does nothing).
+    empty folder: a model folder, or a form its editor's `RestoresSaved` reads back
+    (`experiments.saved_edits` opens both); `undo()` returns the model to exactly its pre-edit
+    state (a second call does nothing).
     """
 
     @property
@@ -109,10 +97,14 @@ class KnowledgeKeys(Protocol):
 
 @runtime_checkable
 class ReportsRetrieval(Protocol):
-    """Capability of retrieval edits: per query text, the request whose stored entry it
-    retrieved (None: nothing, or an entry not added through this handle's store)."""
+    """Capability of retrieval edits, per query text: `retrieval_outcomes` gives the request
+    whose stored entry it retrieved (None: nothing, or an entry not added through this handle's
+    store); `retrieved_entries` the stored entry's metadata ({"prompt", "target_new",
+    "subject"}; None: nothing retrieved), which entries loaded from a file have too."""
 
     def retrieval_outcomes(self, texts: Sequence[str]) -> list[EditRequest | None]: ...
+
+    def retrieved_entries(self, texts: Sequence[str]) -> list[Mapping[str, Any] | None]: ...
 
 
 @runtime_checkable

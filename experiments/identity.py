@@ -43,7 +43,7 @@ class NoEdit:
         return LMScorer(self.model, self.tok)
 
     def save(self, folder: Path) -> None:
-        save_model_folder(folder, self.model, self.tok, IdentityEditor.name)
+        save_model_folder(folder, self.model, self.tok)
 
     def undo(self) -> None:
         """Nothing was changed, so nothing is restored."""

@@ -17,7 +17,6 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from data.requests import EditRequest, validate_requests
-from editors.protocol import write_manifest
 from lm.loading import model_fingerprint
 from lm.scoring import LMScorer
 from retrieval.checkpoint import CheckpointError, load_network, shipped_checkpoint
@@ -173,7 +172,6 @@ class RetrievalApplied:
     def save(self, folder: Path) -> None:
         """The whole edit memory (this edit's entries and any added before it), for this LLM."""
         self.store.memory.save(Path(folder) / MEMORY_FILE)
-        write_manifest(folder, self.editor, "memory")
 
     def retrieve(self, texts: Sequence[str]) -> RetrievalOutcome:
         return self.store.retrieve(texts)
@@ -183,6 +181,11 @@ class RetrievalApplied:
         from a file); the harness's hook for retrieval diagnostics across sequential edits."""
         return [None if entry is None else self.store.requests.get(entry)
                 for entry in self.retrieve(texts).retrieved]
+
+    def retrieved_entries(self, texts: Sequence[str]) -> list[Mapping[str, Any] | None]:
+        """Per query, the metadata of the stored entry it retrieved (None: nothing)."""
+        found = self.retrieve(texts).retrieved
+        return [None if entry is None else self.store.memory.metadata_for([entry])[0] for entry in found]
 
     def undo(self) -> None:
         """Remove this edit's entries (a second call does nothing)."""

@@ -3,8 +3,6 @@ the capabilities it has; a saved edit loads back to the same scores (tiny models
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from test_retrieval_support import build_tokenizer, requests, tiny_encoder, tiny_llm
@@ -12,14 +10,14 @@ from tiny_models import tiny_model
 
 import experiments.saved_edits as saved_edits
 from data.benchmarks import load_benchmark
-from editors.protocol import (
-    SAVED_EDIT_MANIFEST, Applied, Editor, KeyValueWriter, KnowledgeKeys, ReportsRetrieval, RestoresSaved,
-)
+from editors.protocol import Applied, Editor, KeyValueWriter, KnowledgeKeys, ReportsRetrieval, RestoresSaved
 from editors.registry import EDITORS, make_editor
 from experiments.collisions import key_collisions
 from experiments.identity import IdentityEditor
-from experiments.saved_edits import SavedEditError, load_saved_edit
+from experiments.saved_edits import open_saved_edits, write_manifest
+from lm.loading import load
 from retrieval.editor import RetrievalEditor
+from lm.scoring import LMScorer
 from retrieval.medrek import new_medrek
 
 MERGING = {"memit_merge"}  # the one weight editor whose groups share a value per key
@@ -74,7 +72,7 @@ def scores_of(scorer, items):
     return [s.logprobs for s in scorer.score([r.prompt for r in items], [r.target_new for r in items])]
 
 
-def test_a_saved_weight_edit_loads_back_with_the_edited_scores(tiny_llama, tmp_path):
+def test_a_saved_weight_edit_opens_with_the_edited_scores(tiny_llama, tmp_path, monkeypatch):
     model, tok = tiny_llama
     edits = requests()[:2]
     editor = make_editor("ft_l", model, {"layer": 2, "steps": 3, "lr": 0.05})
@@ -82,17 +80,20 @@ def test_a_saved_weight_edit_loads_back_with_the_edited_scores(tiny_llama, tmp_p
     try:
         edited = scores_of(applied.scorer, edits)
         applied.save(tmp_path)
+        write_manifest(tmp_path, editor.name, "base", edits)
     finally:
         applied.undo()
-    assert json.loads((tmp_path / SAVED_EDIT_MANIFEST).read_text()) == {"editor": "ft_l", "kind": "weights"}
-    loaded = load_saved_edit(tmp_path, base_model="never read for weights")
-    assert loaded.editor == "ft_l"
-    for got, want in zip(scores_of(loaded.scorer, edits), edited):
+    monkeypatch.setattr(saved_edits, "load", lambda name: (model, tok) if name == "base" else load(name))
+    opened = open_saved_edits(tmp_path)
+    assert opened.editor == "ft_l"
+    for got, want in zip(scores_of(opened.edited, edits), edited):
         assert got == pytest.approx(want, abs=1e-5)
-    assert scores_of(loaded.scorer, edits) != pytest.approx(scores_of(applied.scorer, edits), abs=1e-4)
+    for got, want in zip(scores_of(opened.unedited, edits), scores_of(LMScorer(model, tok), edits)):
+        assert got == pytest.approx(want, abs=1e-6)
+    assert scores_of(opened.edited, edits) != pytest.approx(scores_of(opened.unedited, edits), abs=1e-4)
 
 
-def test_a_saved_retrieval_memory_loads_back_with_the_edited_scores(monkeypatch, tmp_path):
+def test_a_saved_retrieval_memory_opens_with_the_edited_scores(monkeypatch, tmp_path):
     tok = build_tokenizer()
     llm, encoder = tiny_llm(tok), tiny_encoder()
     network = new_medrek(encoder, llm, width=32, heads=4)
@@ -117,18 +118,11 @@ def test_a_saved_retrieval_memory_loads_back_with_the_edited_scores(monkeypatch,
         assert torch.allclose(scores[row], want, atol=1e-4)
     edited = scores_of(applied.scorer, edits)
     applied.save(tmp_path)
-    assert json.loads((tmp_path / SAVED_EDIT_MANIFEST).read_text()) == {"editor": "medrek", "kind": "memory"}
+    write_manifest(tmp_path, editor.name, "base", edits)
 
     monkeypatch.setattr(saved_edits, "load", lambda name: (llm, tok))
     monkeypatch.setattr(saved_edits, "build_editor", lambda name, model: medrek())
-    loaded = load_saved_edit(tmp_path)
-    for got, want in zip(scores_of(loaded.scorer, edits), edited):
+    opened = open_saved_edits(tmp_path)
+    for got, want in zip(scores_of(opened.edited, edits), edited):
         assert got == pytest.approx(want, abs=1e-5)
-
-
-def test_a_folder_without_a_manifest_is_one_sentence(tmp_path):
-    with pytest.raises(SavedEditError, match="not a folder written by `editscope edit --save`"):
-        load_saved_edit(tmp_path)
-    (tmp_path / SAVED_EDIT_MANIFEST).write_text(json.dumps({"editor": "memit", "kind": "diff"}))
-    with pytest.raises(SavedEditError, match="unknown kind of saved edit 'diff'"):
-        load_saved_edit(tmp_path)
+    assert opened.retrieve([e.prompt for e in edits]) == applied.retrieved_entries([e.prompt for e in edits])
