@@ -24,9 +24,11 @@ import torch
 
 from data.requests import EditRequest
 from editors.hparams import Hparams
+from lm.errors import UsageError
 from lm.scoring import Scorer
 
-class EditError(ValueError):
+
+class EditError(UsageError):
     """An edit was refused before the model was touched (non-finite update, no covariance, …);
     the message names the request(s) or layer."""
 

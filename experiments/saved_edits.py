@@ -20,6 +20,7 @@ from data.canonical import canonical_record, canonical_request
 from data.requests import EditRequest
 from editors.protocol import ReportsRetrieval, RestoresSaved
 from experiments.discovery import build_editor
+from lm.errors import UsageError
 from lm.loading import load
 from lm.scoring import LMScorer, Scorer
 
@@ -30,7 +31,7 @@ MEMORY_FILE = "memory.safetensors"  # what a retrieval edit's `save` writes (ret
 Retrieve = Callable[[Sequence[str]], list[Mapping[str, Any] | None]]
 
 
-class SavedEditsError(ValueError):
+class SavedEditsError(UsageError):
     """A folder cannot be opened as saved edits (one sentence says why)."""
 
 

@@ -22,7 +22,7 @@ from lm.scoring import LMScorer
 from retrieval.checkpoint import CheckpointError, load_network, shipped_checkpoint
 from retrieval.encoder import KnowledgeEncoder
 from retrieval.injection import prompted_generate, prompted_hidden
-from retrieval.memory import EditMemory, ModelIdentity
+from retrieval.memory import EditMemory, ModelIdentity, NetworkIdentity
 from retrieval.network import RetrievalNetwork
 
 
@@ -210,6 +210,7 @@ class RetrievalEditor:
         trained_for: ModelIdentity | None = None,
         source: str = "the retrieval network",
         batch_size: int = 32,
+        network_identity: NetworkIdentity | None = None,
     ):
         self.network = network.eval()
         self.encoder = encoder
@@ -217,6 +218,7 @@ class RetrievalEditor:
         self.trained_for = trained_for
         self.source = source
         self.batch_size = batch_size
+        self.network_identity = network_identity  # recorded in saved memories, checked on load
         self.hparams = None  # its settings are the trained network's (`network.config`)
         self.memory: EditMemory | None = None
         self._store: KnowledgeStore | None = None
@@ -232,7 +234,8 @@ class RetrievalEditor:
         encoder = KnowledgeEncoder.load("default") if encoder is None else encoder
         checkpoint = load_network(path, expect_llm=None, expect_encoder=encoder.identity())
         return cls(
-            checkpoint.network, encoder, trained_for=checkpoint.llm, source=str(checkpoint.path), **kwargs
+            checkpoint.network, encoder, trained_for=checkpoint.llm, source=str(checkpoint.path),
+            network_identity=NetworkIdentity(checkpoint.network.config.name, checkpoint.checksum), **kwargs
         )
 
     def llm_identity(self, model) -> ModelIdentity:
@@ -261,7 +264,7 @@ class RetrievalEditor:
         identity = self.check_model(model)
         memory = EditMemory.load(
             path, expect_llm=identity, expect_key_width=self.network.config.width,
-            expect_encoder=self.encoder.identity(),
+            expect_encoder=self.encoder.identity(), expect_network=self.network_identity,
         )
         self.memory, self._store = memory, KnowledgeStore(self.network, self.encoder, memory)
 
@@ -278,7 +281,7 @@ class RetrievalEditor:
             config = self.network.config
             self.memory = EditMemory(
                 config.width, (config.prompt_length, config.llm_width),
-                llm=identity, encoder=self.encoder.identity(),
+                llm=identity, encoder=self.encoder.identity(), network=self.network_identity,
             )
         elif self.memory.llm != identity:
             raise CheckpointError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Callable, Mapping
 
+from lm.errors import UsageError
 from retrieval.editor import RetrievalEditor
 from retrieval.medrek import medrek_editor
 from retrieval.recipe import recipe_editor
@@ -19,7 +20,7 @@ EDITORS: Mapping[str, Callable[..., RetrievalEditor]] = MappingProxyType({
 })
 
 
-class UnknownRetrievalEditor(ValueError):
+class UnknownRetrievalEditor(UsageError):
     """The name is not one of `EDITORS`."""
 
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from data.requests import EditRequest
+from lm.files import atomic_path
 from lm.scoring import pad_sequences, positions_from_mask
 from retrieval.checkpoint import (
     FORMAT_VERSION,
@@ -51,7 +52,6 @@ from retrieval.checkpoint import (
 from retrieval.editor import RetrievalEditor
 from retrieval.evaluation import evaluate_batch, evaluate_retrieval, unedited_locality_argmax
 from retrieval.features import FeatureTable
-from retrieval.files import atomic_output
 from retrieval.injection import prompted_forward, takes_position_ids
 from retrieval.memory import ModelIdentity
 from retrieval.network import NetworkConfig, RetrievalNetwork, statement_text
@@ -383,7 +383,7 @@ class Trainer:
             "best": self.best,
         }
         header["checksum"] = tensor_checksum(header, tensors)
-        with atomic_output(self.run_dir / STATE_FILE) as temporary:
+        with atomic_path(self.run_dir / STATE_FILE) as temporary:
             save_file(tensors, temporary, metadata={STATE_FORMAT: json.dumps(header)})
 
     def _load_state(self) -> None:

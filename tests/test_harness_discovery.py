@@ -13,6 +13,7 @@ from editors.registry import editor_names
 from experiments.commands.sweep import line_up
 from experiments.discovery import EDITOR_NAMES, EditorUnavailable, build_editor
 from experiments.identity import IdentityEditor
+from lm.errors import UsageError
 
 
 class NamedEditor(IdentityEditor):
@@ -21,11 +22,15 @@ class NamedEditor(IdentityEditor):
         self.model = model
 
 
+class MissingData(UsageError):
+    """What an editor without its data (e.g. no checkpoint for this model) raises."""
+
+
 def only_builds(monkeypatch, *buildable):
     """Editors of `buildable` build; every other name fails as an editor without its data would."""
     def make(name, model):
         if name not in buildable:
-            raise RuntimeError(f"no checkpoint for {name}")
+            raise MissingData(f"no checkpoint for {name}")
         return NamedEditor(name, model)
 
     monkeypatch.setattr(discovery, "make_named_editor", make)
@@ -45,7 +50,7 @@ def test_the_full_line_up_builds_what_exists_and_says_why_the_rest_cannot(monkey
     said = out.export_text()
     for name in EDITOR_NAMES:
         if name not in ("memit", "recipe"):
-            assert f"skipped {name}: Editor {name!r} cannot be built: RuntimeError: no checkpoint for {name}" in said
+            assert f"skipped {name}: Editor {name!r} cannot be built: MissingData: no checkpoint for {name}" in said
 
 
 def test_build_editor_names_the_missing_editor(monkeypatch, tiny_llama):
@@ -55,7 +60,7 @@ def test_build_editor_names_the_missing_editor(monkeypatch, tiny_llama):
     with pytest.raises(EditorUnavailable, match="Editor 'rome' is not available: no registry knows an editor "
                                                 r"called 'rome' \(buildable: alphaedit, ft_l, medrek, "):
         build_editor("rome", model)
-    with pytest.raises(EditorUnavailable, match="'medrek' cannot be built: RuntimeError: no checkpoint for medrek"):
+    with pytest.raises(EditorUnavailable, match="'medrek' cannot be built: MissingData: no checkpoint for medrek"):
         build_editor("medrek", model)
 
 
@@ -67,7 +72,7 @@ def test_compare_runs_the_unedited_baseline_and_skips_what_cannot_be_built(monke
                                        "--perplexity-tokens", "0", "--reports-dir", str(tmp_path)],
                                 terminal_width=300)
     assert result.exit_code == 0, result.output
-    assert "skipped memit: Editor 'memit' cannot be built: RuntimeError: no checkpoint for memit" in result.output
+    assert "skipped memit: Editor 'memit' cannot be built: MissingData: no checkpoint for memit" in result.output
     assert "3 edits from medcfpp (test), batch 3" in result.output
     assert "unedited" in result.output and "100.0" in result.output  # locality of no edit
 
@@ -78,5 +83,5 @@ def test_a_named_editor_that_cannot_be_built_is_a_usage_error(monkeypatch, tiny_
     result = CliRunner().invoke(main, ["compare", "--batch", "3", "--workers", "1", "--editors", "memit",
                                        "--reports-dir", str(tmp_path)])
     assert result.exit_code == 2
-    assert "Editor 'memit' cannot be built: RuntimeError: no checkpoint for memit" in result.output
+    assert "Editor 'memit' cannot be built: MissingData: no checkpoint for memit" in result.output
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
