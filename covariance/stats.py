@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -25,11 +25,11 @@ from covariance.cache import (
 from covariance.collect import CollectOptions, RunningSums, accumulate_batches, forward_copy
 from covariance.corpus import DEFAULT_CORPUS, Corpus, load_corpus, length_sorted_batches, token_sequences
 from covariance.distributed import Rank, all_reduce_sum, barrier, current_rank
-from covariance.identity import ModelIdentity, keys_for_identity
+from covariance.identity import ModelFacts, keys_for_identity
 from lm.adapters import adapter_for
 from lm.errors import UsageError
+from lm.progress import Progress
 
-Progress = Callable[[int, int], None]  # (tokens done, tokens to do) for this rank
 
 
 class LayerRangeError(UsageError):
@@ -60,7 +60,7 @@ def check_layers(model, layers: Sequence[int]) -> list[int]:
 
 
 def statistic_keys(model, tok, layers, corpus: Corpus, options: CollectOptions) -> dict[int, StatisticKey]:
-    return keys_for_identity(ModelIdentity.of(model, tok), layers, corpus, options)
+    return keys_for_identity(ModelFacts.of(model, tok), layers, corpus, options)
 
 
 def second_moments(

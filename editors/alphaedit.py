@@ -1,4 +1,5 @@
-"""AlphaEdit (Fang et al. 2025, ALGORITHMS.md §6): MEMIT's keys and values, null-space update.
+"""AlphaEdit (Fang et al., "AlphaEdit: Null-Space Constrained Knowledge Editing for Language
+Models", ICLR 2025, method section): MEMIT's keys and values, null-space update.
 
 The update of each layer is confined to the (approximate) null space of the preserved keys'
 covariance, P = U Uᵀ over eigenvectors with eigenvalue < τ, so the outputs of those keys do not

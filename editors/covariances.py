@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -24,6 +24,7 @@ from editors.protocol import EditError
 from editors.solve import null_space_projector
 from lm.cache_entries import sealed_file, set_aside, verified
 from lm.errors import UsageError
+from lm.progress import Progress
 
 
 class CovarianceSource(Protocol):
@@ -39,7 +40,7 @@ class CorpusCovariance:
     max_length: int = 256
     bf16: bool = True
     cache_root: Path | None = None
-    progress: Callable[[int, int], None] | None = field(default=None, compare=False)
+    progress: Progress | None = field(default=None, compare=False)
 
     def moments(self, model, tok, layers: Sequence[int]) -> Mapping[int, SecondMoment]:
         options = CollectOptions(token_budget=self.token_budget, max_length=self.max_length, bf16=self.bf16)

@@ -4,7 +4,7 @@ For each group of requests (one request per group for MEMIT; one subject per gro
 MEMIT-Merge) a free vector δ_g is added to the output of one or more modules at layer l* (the
 block for MEMIT, the attention and MLP outputs for PMET) at the key token of every rewriting
 prompt of the group's requests, and trained with Adam so the model predicts each request's
-target (ALGORITHMS.md §3):
+target (MEMIT, Meng et al. ICLR 2023, §4; the decay term as in its reference code):
 
     loss_g = Σ_{r∈g} [ w_r · NLL_r + kl_factor · KL(p_δ ‖ p_0)_r ] + Σ_sites decay · ‖δ‖ / ‖h_0‖²
 
@@ -45,9 +45,9 @@ from lm.adapters import adapter_for
 from lm.hooks import add_at_positions, capture
 from lm.memory import MemoryBudget, ModelShape, chunk_for, run_in_chunks
 from lm.precision import cast_copy
+from lm.progress import StageProgress
 from lm.scoring import output_logits
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -235,7 +235,7 @@ def optimise_values(
     groups: Sequence[Sequence[int]],
     site_modules: Sequence[str],
     options: ValueOptions,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
     memory: MemoryBudget | None = None,
 ) -> ValueResult:
     """Train one δ per group and site; see the module docstring for the loss.
@@ -312,7 +312,7 @@ def _optimise_chunk(
     groups: Sequence[Sequence[int]],
     site_modules: Sequence[str],
     options: ValueOptions,
-    progress: Progress | None,
+    progress: StageProgress | None,
     budget: MemoryBudget,
 ) -> ValueResult:
     """`optimise_values` for the requests of `groups` in one batched pass (`runner` is the

@@ -1,14 +1,13 @@
-"""The editors the CLI and the comparison scripts can run, by name, and building one for a model.
+"""The editors the CLI can run, by name, and building one for a model.
 
 Locate-then-edit editors come from `editors.registry`, retrieval editors from
 `retrieval.registry`. An editor that cannot be built for this model (e.g. a retrieval editor
-without a checkpoint trained for it) is listed with the reason rather than stopping a
-comparison of the others.
+without a checkpoint trained for it) raises `EditorUnavailable` with the reason, so a
+comparison of "all" editors can list it and run the others (`commands.sweep.line_up`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from editors import registry as weight_editors
@@ -25,27 +24,6 @@ LINEUP_NAMES = (IdentityEditor.name, *EDITOR_NAMES)
 
 class EditorUnavailable(UsageError, LookupError):
     """A named editor cannot be built in this checkout (the message says why)."""
-
-
-@dataclass(frozen=True)
-class Lineup:
-    """The editors a comparison will run (unedited baseline first) and those it cannot."""
-
-    editors: tuple[Editor, ...]
-    unavailable: Mapping[str, str]  # editor name -> one sentence on why
-
-
-def discover_editors(model: Any) -> Lineup:
-    """Every editor of `EDITOR_NAMES` that can be built for this model, after the unedited baseline."""
-    editors: list[Editor] = [IdentityEditor()]
-    unavailable: dict[str, str] = {}
-    for name in EDITOR_NAMES:
-        try:
-            editors.append(make_named_editor(name, model))
-        # A comparison must not die because one editor cannot be built; the reason is shown.
-        except Exception as error:  # noqa: BLE001
-            unavailable[name] = _reason(error)
-    return Lineup(tuple(editors), unavailable)
 
 
 def build_editor(name: str, model: Any) -> Editor:

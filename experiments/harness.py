@@ -8,10 +8,10 @@
 
 Single is batch mode with batch size 1. Every editor of a comparison gets the same `EditSet`,
 hence the same records in the same order, and is read against the same cached pre-edit
-baseline. The harness needs only `editor.name`, `editor.apply(model, tok, requests)` and the
-handle's `undo()`; it scores through the handle's `scorer` when it has one (retrieval
-editors), else through a plain `LMScorer` on the model the editor changed in place. However a
-run ends, every applied edit is undone, and the model must then hash as it did before.
+baseline. The harness uses only the `Editor` and `Applied` protocols (editors/protocol.py):
+it scores through the handle's `scorer` and records the editor's `hparams` and the handle's
+`info`. However a run ends, every applied edit is undone, and the model must then hash as it
+did before.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from data.validation import validate_batch
 from data.requests import EditRequest, validate_requests
-from editors.protocol import Editor
+from editors.protocol import Applied, Editor
 from experiments.aggregate import aggregate
 from experiments.baseline import BaselineCache
 from experiments.context import check_context
@@ -37,9 +37,8 @@ from experiments.records import (
 )
 from experiments.scoring import model_health, score_requests
 from lm.loading import check_finite_outputs, model_fingerprint
-from lm.scoring import LMScorer
+from lm.progress import Progress
 
-Progress = Callable[[int, int], None]  # (steps done, steps in total)
 
 
 class EditorRestoreError(RuntimeError):
@@ -155,9 +154,9 @@ class _Run:
         self._check_restored()
         return self._record("sequential", steps, steps[-1].aggregate, timings, final_undo_seconds)
 
-    def _score(self, number: int, applied: Any, applied_positions: Sequence[int],
+    def _score(self, number: int, applied: Applied, applied_positions: Sequence[int],
                scored_positions: Sequence[int]) -> StepResult:
-        scorer = getattr(applied, "scorer", None) or LMScorer(self.model, self.tok)
+        scorer = applied.scorer
         scored = [self.requests[i] for i in scored_positions]
         results: list[RequestResult] = score_requests(
             scorer, scored, [self.unedited[i] for i in scored_positions])
@@ -184,13 +183,13 @@ class _Run:
 
     def _record(self, mode: str, steps: list[StepResult], overall: Aggregate,
                 timings: list[StepTiming], final_undo_seconds: float) -> RunRecord:
-        hparams = getattr(self.editor, "hparams", None)
+        hparams = self.editor.hparams
         return RunRecord(
             format=RECORD_FORMAT,
             mode=mode,
             batch_size=self.batch_size,
             editor=self.editor.name,
-            hparams=hparams.to_dict() if hasattr(hparams, "to_dict") else None,
+            hparams=None if hparams is None else hparams.to_dict(),
             model=ModelInfo(
                 fingerprint=self.fingerprint,
                 model_type=str(getattr(self.model.config, "model_type", "")),
@@ -223,11 +222,10 @@ def _batches(count: int, batch_size: int) -> list[list[int]]:
     return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
 
 
-def _reused_seconds(applied: Any) -> float:
+def _reused_seconds(applied: Applied) -> float:
     """The original cost of the values an editor reused (`info["seconds"]["values_reused"]` of
     the key–value editors); 0.0 for editors that report no such thing."""
-    info = getattr(applied, "info", None)
-    seconds = info.get("seconds") if isinstance(info, Mapping) else None
+    seconds = applied.info.get("seconds")
     reused = seconds.get("values_reused", 0.0) if isinstance(seconds, Mapping) else 0.0
     return float(reused or 0.0)
 

@@ -37,9 +37,10 @@ pairs of a step go to the scorer in one call so that it can batch them by length
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from data.requests import EditRequest
+from editors.protocol import Applied, ReportsRetrieval
 from experiments.heldout import HeldoutText, PieceLosses, heldout_losses
 from experiments.records import FluencySample, ModelHealth, RequestResult, RetrievalSummary, Settings
 from lm.scoring import Scorer, TokenScores, TopKSampling
@@ -131,7 +132,7 @@ class _ScoringPlan:
 
 def model_health(
     scorer: Scorer,
-    applied: Any,
+    applied: Applied,
     requests: Sequence[EditRequest],
     fluency_prompts: Sequence[str],
     settings: Settings,
@@ -169,17 +170,16 @@ def fluency_samples(scorer: Scorer, prompts: Sequence[str], settings: Settings,
                  for prompt, c in zip(prompts, found))
 
 
-def retrieval_summary(applied: Any, requests: Sequence[EditRequest]) -> RetrievalSummary | None:
+def retrieval_summary(applied: Applied, requests: Sequence[EditRequest]) -> RetrievalSummary | None:
     """Retrieval outcome shares, if the edit handle can report them; else None.
 
-    The optional hook is `applied.retrieval_outcomes(prompts) -> list[EditRequest | None]`: for
-    each query, the request whose memory entry it retrieved, or None. Edit prompts and
+    The capability is `ReportsRetrieval.retrieval_outcomes(prompts) -> list[EditRequest | None]`:
+    for each query, the request whose memory entry it retrieved, or None. Edit prompts and
     rephrasings should retrieve their own request; locality prompts should retrieve nothing.
     Comparing requests (not memory ids) keeps it right across sequential steps, where the
     memory holds entries added by earlier `apply` calls.
     """
-    outcomes = getattr(applied, "retrieval_outcomes", None)
-    if outcomes is None:
+    if not isinstance(applied, ReportsRetrieval):
         return None
     queries: list[str] = []
     expected: list[EditRequest | None] = []
@@ -191,7 +191,7 @@ def retrieval_summary(applied: Any, requests: Sequence[EditRequest]) -> Retrieva
             for probe in probes:
                 queries.append(probe.prompt)
                 expected.append(None)
-    rates = retrieval_rates(list(outcomes(queries)), expected)
+    rates = retrieval_rates(list(applied.retrieval_outcomes(queries)), expected)
     return RetrievalSummary(
         correct=_finite_or_none(rates.correct),
         wrong=_finite_or_none(rates.wrong),

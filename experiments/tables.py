@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 from rich import box
 from rich.table import Table
 
+from experiments.identity import IdentityEditor
 from experiments.records import RunRecord
 
 # MedCF's locality groups carry the paper's sub-metric names; a single group is just "Loc".
@@ -25,7 +26,7 @@ def comparison_table(records: Sequence[RunRecord], title: str) -> Table:
     the same prompts, when one is among `records`). Edit time is the measured time plus the
     original cost of values reused from the cache, so it does not depend on the run order."""
     groups = _ordered_groups(g for r in records for g in r.aggregate.locality)
-    reference = next((r for r in records if r.editor == "unedited"), None)
+    reference = next((r for r in records if r.editor == IdentityEditor.name), None)
     reference_seconds = sum(s.scoring_seconds for s in reference.timings.steps) if reference else 0.0
     table = _table(title)
     table.add_column("Editor", no_wrap=True)

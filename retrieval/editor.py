@@ -2,7 +2,7 @@
 returns a handle whose `scorer` retrieves and injects; `undo` removes exactly those entries.
 
 Per query text the scorer encodes it, takes the top-1 memory key by cosine similarity and uses
-that entry's continuous prompt only if the key beats the sentinel (ALGORITHMS.md §8, eq. 9);
+that entry's continuous prompt only if the key beats the sentinel (RECIPE, Chen et al. 2024, §4.2, eq. 9);
 rows that retrieve nothing run through the plain model, so they are scored exactly as unedited.
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -148,10 +149,14 @@ def _rows(texts: Sequence[str], keep: torch.Tensor) -> list[str]:
     return [text for text, kept in zip(texts, keep.tolist()) if kept]
 
 
+MEMORY_FILE = "memory.safetensors"  # what `RetrievalApplied.save` writes (`EditMemory.save`)
+
+
 class RetrievalApplied:
     """A live retrieval edit: `scorer` sees it, `undo()` removes exactly its memory entries."""
 
-    def __init__(self, scorer: RetrievalScorer, ids: Sequence[int]):
+    def __init__(self, editor: str, scorer: RetrievalScorer, ids: Sequence[int]):
+        self.editor = editor
         self.scorer = scorer
         self.ids = tuple(ids)  # memory ids, aligned with the applied requests
         self._undone = False
@@ -159,6 +164,14 @@ class RetrievalApplied:
     @property
     def store(self) -> KnowledgeStore:
         return self.scorer.store
+
+    @property
+    def info(self) -> Mapping[str, Any]:
+        return {"editor": self.editor, "requests": len(self.ids), "memory_entries": len(self.store.memory)}
+
+    def save(self, folder: Path) -> None:
+        """The whole edit memory (this edit's entries and any added before it), for this LLM."""
+        self.store.memory.save(Path(folder) / MEMORY_FILE)
 
     def retrieve(self, texts: Sequence[str]) -> RetrievalOutcome:
         return self.store.retrieve(texts)
@@ -168,6 +181,11 @@ class RetrievalApplied:
         from a file); the harness's hook for retrieval diagnostics across sequential edits."""
         return [None if entry is None else self.store.requests.get(entry)
                 for entry in self.retrieve(texts).retrieved]
+
+    def retrieved_entries(self, texts: Sequence[str]) -> list[Mapping[str, Any] | None]:
+        """Per query, the metadata of the stored entry it retrieved (None: nothing)."""
+        found = self.retrieve(texts).retrieved
+        return [None if entry is None else self.store.memory.metadata_for([entry])[0] for entry in found]
 
     def undo(self) -> None:
         """Remove this edit's entries (a second call does nothing)."""
@@ -201,6 +219,7 @@ class RetrievalEditor:
         self.source = source
         self.batch_size = batch_size
         self.network_identity = network_identity  # recorded in saved memories, checked on load
+        self.hparams = None  # its settings are the trained network's (`network.config`)
         self.memory: EditMemory | None = None
         self._store: KnowledgeStore | None = None
         # Fingerprinting reads every weight tensor; remember it per model object.
@@ -225,11 +244,20 @@ class RetrievalEditor:
             self._identities[model] = ModelIdentity(model_fingerprint(model), width)
         return self._identities[model]
 
+    def prepare(self, model, tok) -> None:
+        """Refuse a model the network was not trained for now; nothing else is precomputed."""
+        self.check_model(model)
+
     def apply(self, model, tok, requests: Sequence[EditRequest]) -> RetrievalApplied:
         validate_requests(requests)
         store = self._store_for(model)
         ids = store.add(requests, model, tok)
-        return RetrievalApplied(RetrievalScorer(model, tok, store, self.batch_size), ids)
+        return RetrievalApplied(self.name, RetrievalScorer(model, tok, store, self.batch_size), ids)
+
+    def knowledge_keys(self, requests: Sequence[EditRequest]) -> torch.Tensor:
+        """The memory keys `apply` would store for `requests` (protocol.KnowledgeKeys)."""
+        with torch.no_grad():
+            return self.network.keys(self.encoder.encode([self.network.key_text(r) for r in requests]))
 
     def load_memory(self, path: str | os.PathLike, model) -> None:
         """Replace this editor's memory by one saved with `memory.save` for this model."""
@@ -239,6 +267,13 @@ class RetrievalEditor:
             expect_encoder=self.encoder.identity(), expect_network=self.network_identity,
         )
         self.memory, self._store = memory, KnowledgeStore(self.network, self.encoder, memory)
+
+    def load_saved(self, folder: str | os.PathLike, model, tok) -> RetrievalApplied:
+        """The edit `RetrievalApplied.save` wrote to `folder`, live on `model`; the handle holds
+        every loaded entry (its `undo()` empties the memory)."""
+        self.load_memory(Path(folder) / MEMORY_FILE, model)
+        return RetrievalApplied(self.name, RetrievalScorer(model, tok, self._store, self.batch_size),
+                                self.memory.ids)
 
     def _store_for(self, model) -> KnowledgeStore:
         identity = self.check_model(model)

@@ -1,4 +1,4 @@
-"""The knowledge encoder `f_rm` of RECIPE and MedREK (ALGORITHMS.md §8–9).
+"""The knowledge encoder `f_rm` of RECIPE (Chen et al. 2024, §4.1) and MedREK (§4.2).
 
 A bidirectional text encoder whose last hidden states are pooled four ways and concatenated:
 [first-token (CLS) state; masked mean; masked max; masked min], giving width 4h. The same

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lm.cache_entries import sealed_file, set_aside, verified
+from lm.progress import Progress
 
 FORMAT_NAME = "editscope.encoder_features"
 _CHUNK = 512  # texts per encoder call between progress reports
@@ -52,7 +53,7 @@ class FeatureTable:
         encoder,
         texts: Iterable[str],
         cache_dir: Path | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Progress | None = None,
     ) -> "FeatureTable":
         """Encode the distinct `texts` (sorted), or read them from `cache_dir` if encoded before.
 

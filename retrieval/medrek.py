@@ -1,4 +1,5 @@
-"""MedREK (ALGORITHMS.md §9) as a configuration of `RetrievalNetwork`.
+"""MedREK (Xia et al., "MedREK: Retrieval-Based Editing for Medical LLMs with Key-Aware Prompts",
+§4.2) as a configuration of `RetrievalNetwork`.
 
 Keys from the question only, through the shared query-key MLP that also encodes queries; the
 statement (question + answer) through a separate MLP_v into an attention prompt encoder whose

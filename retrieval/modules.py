@@ -1,4 +1,4 @@
-"""The trainable blocks of RECIPE and MedREK (ALGORITHMS.md §8–9): projections, prompt encoders,
+"""The trainable blocks of RECIPE (§4.1–4.2) and MedREK (§4.2): projections, prompt encoders,
 and the knowledge sentinel (MedREK's "knowledge prototype").
 
 Shapes: `x` is a pooled encoder vector [N, 4h], `z` a representation [N, r], a prompt is
@@ -71,7 +71,7 @@ class AttentionPromptEncoder(nn.Module):
         tokens (the target and the end of the question), each keyed with a learned vector for
         its position counted from the end, so a query can pick "the j-th token from the end".
     The published code attends over one key/value vector, where every attention weight is 1
-    and all T outputs coincide (ALGORITHMS.md §9); here the T outputs can differ. Copy slots
+    and all T outputs coincide (MedREK §4.2.2's encoder as released); here they can differ. Copy slots
     let a prompt carry a name the encoder never saw in training: values pass token embeddings
     through, so the prompt need not rebuild a rare drug name from a pooled sentence vector.
 

@@ -1,4 +1,5 @@
-"""Training a retrieval network (ALGORITHMS.md §8): losses, loop, validation, checkpoint and resume.
+"""Training a retrieval network (RECIPE, Chen et al. 2024, §4.4): losses, loop, validation,
+checkpoint and resume.
 
 Frozen: the LLM and the knowledge encoder (its features precomputed, retrieval/features.py).
 Trained with Adam: the network's projections, prompt encoder, sentinel and InfoNCE temperature.

@@ -162,37 +162,29 @@ def test_every_inferred_counterfact_relation_has_a_phrase(counterfact):
     assert set(names.phrases) == set(relations.relation_names)
 
 
-class FakeNetwork:
-    def key_text(self, request):
-        return request.prompt
+class FakeRetrievalEditor(IdentityEditor):
+    """A retrieval editor's `KnowledgeKeys` capability: prompts about John Smith land on one
+    direction, every other prompt on another."""
 
-    def keys(self, features):
-        return features
-
-
-class FakeEncoder:
-    def encode(self, texts):
-        # Prompts about John Smith land on one direction, every other prompt on another.
-        return torch.tensor([[1.0, 0.0] if "John Smith" in text else [0.0, 1.0] for text in texts])
-
-
-class FakeRetrievalEditor:
     name = "recipe"
 
-    def __init__(self, exposed: bool):
-        if exposed:
-            self.network, self.encoder = FakeNetwork(), FakeEncoder()
+    def knowledge_keys(self, requests):
+        return torch.tensor([[1.0, 0.0] if "John Smith" in r.prompt else [0.0, 1.0] for r in requests])
 
 
-def test_high_similarity_samples_come_from_the_knowledge_encoder_or_are_unavailable(counterfact):
+def test_high_similarity_samples_come_from_editors_with_knowledge_keys_only(counterfact):
     test, relations = counterfact
     pair = same_and_distinct_subject_sets(test, 4, seed=3, relations=relations)
     mixed = edit_set_of(pair.same_subject[:2] + pair.distinct_subject[2:3], "counterfact")
-    jobs = [Job("unedited", mixed, 3), Job("recipe", mixed, 3), Job("medrek", mixed, 3)]
-    lineup = {"unedited": IdentityEditor(), "recipe": FakeRetrievalEditor(True),
-              "medrek": FakeRetrievalEditor(False)}
+    jobs = [Job("unedited", mixed, 3), Job("recipe", mixed, 3), Job("memit", mixed, 3)]
+    lineup = {"unedited": IdentityEditor(), "recipe": FakeRetrievalEditor(), "memit": IdentityEditor()}
     entries = high_similarity_entries(jobs, lineup)
-    assert [(entry["run_index"], entry["editor"]) for entry in entries] == [(1, "recipe"), (2, "medrek")]
+    assert [(entry["run_index"], entry["editor"]) for entry in entries] == [(1, "recipe")]
     assert entries[0]["high_sim_samples"] == pytest.approx(2 / 3)  # the two John Smith edits pair up
-    assert entries[1]["high_sim_samples"] is None
-    assert entries[1]["reason"] == "the editor exposes no knowledge encoder and keys"
+
+
+def test_same_subject_sets_can_come_from_the_train_split():
+    train_prompts = {r.prompt for r in load_benchmark("counterfact", "train")}
+    edit_sets = dict(stress.subject_edit_sets([3], 6, seed=0, split="train"))
+    assert {r.prompt for r in edit_sets[DISTINCT_SUBJECT].requests} <= train_prompts
+    assert {r.prompt for r in edit_sets["natural-groups"].requests} <= train_prompts

@@ -32,12 +32,16 @@ class RecordingEditor:
     """Adds 0.5 to one weight per apply (undo puts back an exact copy); logs every call."""
 
     name = "recording"
+    hparams = None
 
     def __init__(self, log: list, fail_on_apply: int | None = None, forget_undo: bool = False):
         self.log = log
         self.fail_on_apply = fail_on_apply
         self.forget_undo = forget_undo
         self.applies = 0
+
+    def prepare(self, model, tok):
+        pass
 
     def apply(self, model, tok, batch):
         self.applies += 1
@@ -53,6 +57,8 @@ class RecordingEditor:
 
 
 class RecordedEdit:
+    info = {}
+
     def __init__(self, editor, label, weight, original, scorer):
         self.editor, self.label, self.weight, self.original, self.scorer = (
             editor, label, weight, original, scorer)

@@ -162,10 +162,15 @@ def test_retrieval_outcomes_of_an_edit_become_shares():
                         locality={"default": (LocalityProbe("LA", "y"),)})
     second = EditRequest(prompt="PB", target_new="z", locality={"default": (LocalityProbe("LB", "y"),)})
 
-    class RetrievingEdit:
+    class RetrievingEdit:  # the ReportsRetrieval capability of a retrieval edit
+        fetched = {"PA": first, "RA": second, "PB": None, "LA": None, "LB": first}
+
         def retrieval_outcomes(self, prompts):
-            fetched = {"PA": first, "RA": second, "PB": None, "LA": None, "LB": first}
-            return [fetched[prompt] for prompt in prompts]
+            return [self.fetched[prompt] for prompt in prompts]
+
+        def retrieved_entries(self, prompts):
+            return [None if r is None else {"prompt": r.prompt, "target_new": r.target_new, "subject": r.subject}
+                    for r in self.retrieval_outcomes(prompts)]
 
     summary = retrieval_summary(RetrievingEdit(), [first, second])
     # Edit queries PA (own entry), RA (another's), PB (nothing); locality LA (ok), LB (unwanted).

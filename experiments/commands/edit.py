@@ -1,4 +1,7 @@
-"""`editscope edit`: apply a user's edits to a model and save the edited model (or memory)."""
+"""`editscope edit`: apply a user's edits to a model and save the edited model (or memory).
+
+The folder is written by the edit handle's `save` (`Applied.save`) plus the manifest of
+`experiments.saved_edits`, whose `open_saved_edits` reads it back."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 import click
 
 from data.benchmarks import load_benchmark
-from experiments.collisions import close_key_pairs, same_subject_pairs
+from experiments.collisions import key_collisions
 from experiments.commands.common import field_map_option, max_target_tokens_option, model_option, writable_folder
 from experiments.console import console, fail, quiet_libraries, stages
 from experiments.context import check_context
@@ -65,12 +68,8 @@ def edit_command(requests_file, fields, max_target_tokens, editor_name, save_dir
         _check_space_for_copy(model, target)
         editor = build_editor(editor_name, model)
         begin("checking for colliding edits")
-        hparams = getattr(editor, "hparams", None)
-        collisions = same_subject_pairs(requests)
-        if hparams is not None and hasattr(hparams, "layers"):
-            collisions += close_key_pairs(model, tok, requests, hparams.layers[-1], key_threshold,
-                                          getattr(hparams, "key_token", "subject_last"))
-        if collisions and not force and editor.name not in ("memit_merge", "recipe", "medrek"):
+        collisions = key_collisions(editor, model, tok, requests, key_threshold)
+        if collisions and not force:
             listed = "; ".join(c.sentence() for c in collisions[:MAX_LISTED])
             more = f" and {len(collisions) - MAX_LISTED} more" if len(collisions) > MAX_LISTED else ""
             fail(f"{len(collisions)} colliding pair(s): {listed}{more}. Key-value editors map one key to one "
@@ -79,12 +78,7 @@ def edit_command(requests_file, fields, max_target_tokens, editor_name, save_dir
         applied = editor.apply(model, tok, requests)
         begin(f"saving to {target}")
         with atomic_directory(target) as tmp:
-            store = getattr(applied, "store", None)
-            if store is not None:
-                store.memory.save(tmp / "memory.safetensors")
-            else:
-                model.save_pretrained(tmp, safe_serialization=True)
-                tok.save_pretrained(tmp)
+            applied.save(tmp)
             write_manifest(tmp, editor.name, model_name, requests)  # what `ask --edits` reads back
     out.print(f"Applied {len(requests)} edit(s) with {editor.name}; saved to {target}.")
 

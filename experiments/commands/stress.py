@@ -51,9 +51,11 @@ def stress_command() -> None:
                    "default: each editor's own setting (subject_last).")
 @click.option("--natural", type=click.IntRange(min=0), default=100, show_default=True,
               help="Records in the extra batch of CounterFact's natural same-subject groups (0: skip it).")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="CounterFact split the batches are drawn from (train when choosing settings).")
 @sweep_options()
-def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments):
-    """Efficacy on same- vs distinct-subject batches of CounterFact test records, per editor and
+def same_subject_command(batch_sizes, key_token, natural, split, sweep: SweepArguments):
+    """Efficacy on same- vs distinct-subject batches of CounterFact records, per editor and
     batch size, plus one batch of natural same-subject groups.
 
     Each same-subject batch is its distinct-subject twin with every subject renamed "John Smith";
@@ -64,7 +66,7 @@ def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments)
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    edit_sets = [pair for seed in sweep.seeds for pair in subject_edit_sets(sizes, natural, seed)]
+    edit_sets = [pair for seed in sweep.seeds for pair in subject_edit_sets(sizes, natural, seed, split)]
     model, tok = load(sweep.model_name)
     akd_layer = load_hparams("memit", model.config.model_type).last_layer
     overrides = {"key_token": key_token} if key_token else None
@@ -78,26 +80,29 @@ def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments)
     for seed in sweep.seeds:
         mine = [(job, record) for job, record in zip(jobs, records) if job.edits.seed == seed]
         out.print(same_subject_table([job for job, _ in mine], [record for _, record in mine],
-                                     f"Same- vs distinct-subject efficacy, CounterFact test, seed {seed}, "
+                                     f"Same- vs distinct-subject efficacy, CounterFact {split}, seed {seed}, "
                                      f"key token {key_token or 'editor default'}"))
     analyses = {"run_labels": [job.label for job in jobs], "akd": akd}
-    sweep.publish("stress same-subject", dict(batch_sizes=list(sizes), key_token=key_token, natural=natural),
+    sweep.publish("stress same-subject", dict(batch_sizes=list(sizes), key_token=key_token, natural=natural,
+                                              split=split),
                   records, out, analyses)
 
 
-def subject_edit_sets(sizes: Sequence[int], natural: int, seed: int) -> list[tuple[str, EditSet]]:
+def subject_edit_sets(sizes: Sequence[int], natural: int, seed: int,
+                      split: str = "test") -> list[tuple[str, EditSet]]:
     """(label, edits) in run order: for each size the distinct- then the same-subject batch,
-    then the natural-groups batch. The sizes are prefixes of one pair built at the largest
-    size, so a larger batch holds the smaller ones' facts."""
-    train, test = load_benchmark("counterfact", "train"), load_benchmark("counterfact", "test")
-    # Relations inferred from test alone stay split (data.relations); train + test joins them.
-    pair = subject_pair(test, infer_relations(train + test), max(sizes), seed, "--batch-sizes")
+    then the natural-groups batch, all from CounterFact's `split`. The sizes are prefixes of
+    one pair built at the largest size, so a larger batch holds the smaller ones' facts."""
+    splits = {name: load_benchmark("counterfact", name) for name in ("train", "test")}
+    pool = splits[split]
+    # Relations inferred from one split alone stay split (data.relations); train + test joins them.
+    pair = subject_pair(pool, infer_relations(splits["train"] + splits["test"]), max(sizes), seed, "--batch-sizes")
     edit_sets = []
     for size in sizes:
         edit_sets.append((DISTINCT_SUBJECT, edit_set_of(pair.distinct_subject[:size], "counterfact", seed)))
         edit_sets.append((SAME_SUBJECT, edit_set_of(pair.same_subject[:size], "counterfact", seed)))
     if natural:
-        edit_sets.append((NATURAL_GROUPS, edit_set_of(natural_group_batch(test, natural, seed), "counterfact", seed)))
+        edit_sets.append((NATURAL_GROUPS, edit_set_of(natural_group_batch(pool, natural, seed), "counterfact", seed)))
     return edit_sets
 
 

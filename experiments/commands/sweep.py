@@ -18,7 +18,7 @@ import torch.distributed as dist
 from rich.console import Console
 
 from covariance.distributed import Rank
-from editors.akd import batch_akd
+from editors.akd import batch_keys
 from editors.protocol import Editor
 from experiments.commands.common import parse_csv_ints
 from experiments.console import job_board, progress_bar
@@ -30,6 +30,7 @@ from experiments.records import RunRecord, Settings
 from experiments.report import akd_entries
 from experiments.workers import Job, WorkerPlan, run_in_workers
 from lm.errors import UsageError
+from metrics.keys import average_key_distance_per_layer
 
 
 class SweepFailed(RuntimeError):
@@ -90,6 +91,12 @@ def run_jobs(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok:
         prepare_shared_work(jobs, lineup, model, tok, settings, out)
         with job_board(out, [job.title for job in jobs]) as events:
             return run_in_workers(jobs, plan, events)
+    if rank.world > 1:
+        # Every rank, in the same order, before the ranks part: missing covariance statistics
+        # are collected as shards and all-reduced over all ranks, which a job running on one
+        # rank alone would wait for for ever.
+        with out.status("Preparing the editors' statistics (all ranks, once, cached)"):
+            prepare_editors(jobs, lineup, model, tok)
 
     def run(index: int) -> RunRecord:
         job = jobs[index]
@@ -104,13 +111,16 @@ def prepare_shared_work(jobs: Sequence[Job], lineup: Mapping[str, Editor], model
                         settings: Settings, out: Console) -> None:
     """What every job would otherwise compute on its own, done once and cached: the unedited
     baselines of each edit set, and whatever an editor prepares for a model (`prepare(model,
-    tok)`, optional: e.g. covariance statistics and context prefixes)."""
+    tok)`: e.g. covariance statistics and context prefixes)."""
     with out.status("Preparing the unedited baselines and the editors' statistics (once, cached)"):
         prepare_baseline(model, tok, list({id(job.edits): job.edits for job in jobs}.values()), settings)
-        for name in dict.fromkeys(job.editor for job in jobs):
-            prepare = getattr(lineup[name], "prepare", None)
-            if prepare is not None:
-                prepare(model, tok)
+        prepare_editors(jobs, lineup, model, tok)
+
+
+def prepare_editors(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok: Any) -> None:
+    """`prepare(model, tok)` of every editor the jobs use, in line-up order."""
+    for name in dict.fromkeys(job.editor for job in jobs):
+        lineup[name].prepare(model, tok)
 
 
 def job_akd_entries(jobs: Sequence[Job], model: Any, tok: Any, layers: Sequence[int],
@@ -121,7 +131,8 @@ def job_akd_entries(jobs: Sequence[Job], model: Any, tok: Any, layers: Sequence[
     entries = []
     for index, job in enumerate(jobs):
         if id(job.edits) not in per_edit_set:
-            per_edit_set[id(job.edits)] = batch_akd(model, tok, job.edits.requests, layers, key_token)
+            keys = batch_keys(model, tok, job.edits.requests, layers, key_token)
+            per_edit_set[id(job.edits)] = average_key_distance_per_layer(keys)
         entries += akd_entries(index, 1, per_edit_set[id(job.edits)])
     return entries
 
