@@ -23,12 +23,12 @@ from retrieval.checkpoint import NETWORK_FILE, CheckpointError, load_network, re
 from retrieval.encoder import KnowledgeEncoder
 from retrieval.features import FeatureTable
 from retrieval.memory import ModelIdentity
-from retrieval.medrek import new_medrek
+from retrieval.medrek import new_medrek, new_medrek_copy
 from retrieval.recipe import new_recipe
 from retrieval.training import BEST_FILE, STATE_FILE, STATE_FORMAT, Trainer, TrainingConfig, loss_curve
 from retrieval.training_data import load_training_data
 
-BUILDERS = {"recipe": new_recipe, "medrek": new_medrek}
+BUILDERS = {"recipe": new_recipe, "medrek": new_medrek, "medrek_copy": new_medrek_copy}
 
 
 @click.command()
