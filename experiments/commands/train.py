@@ -123,7 +123,8 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
         )
         data = load_training_data(seed=seed, limit=limit)
         with progress_bar(out, "Encoding training texts", "texts") as update:
-            features = FeatureTable.build(encoder, data.texts(), cache_root() / "retrieval-features", update)
+            features = FeatureTable.build(encoder, data.texts(statements_only=only == "prompts"),
+                                          cache_root() / "retrieval-features", update)
         identity = ModelIdentity(model_fingerprint(llm), llm.get_input_embeddings().embedding_dim)
         trainer = Trainer(network, encoder, llm, tok, data.train, data.validation_batches(validation_size),
                           features, config, run_dir, identity, harness_evaluation(llm, tok))
