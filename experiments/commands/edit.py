@@ -8,9 +8,11 @@ import click
 
 from data.benchmarks import load_benchmark
 from experiments.collisions import close_key_pairs, same_subject_pairs
-from experiments.commands.common import model_option, usage_errors
+from experiments.commands.common import field_map_option, max_target_tokens_option, model_option, usage_errors
 from experiments.console import console, fail
 from experiments.discovery import build_editor
+from experiments.edit_sets import cut_targets
+from experiments.saved_edits import write_manifest
 from lm.files import atomic_directory
 from lm.loading import load
 
@@ -19,7 +21,10 @@ MAX_LISTED = 10
 
 @click.command("edit")
 @click.option("--requests", "requests_file", required=True, type=click.Path(dir_okay=False),
-              help="JSON file of edits in any shipped benchmark format (e.g. CounterFact's fields).")
+              help="JSON/JSONL file of edits: canonical, any shipped benchmark format (e.g. CounterFact's "
+                   "fields), or any layout read through --fields.")
+@field_map_option
+@max_target_tokens_option
 @click.option("--editor", "editor_name", required=True, help="memit, pmet, memit_merge, alphaedit, ft_l, recipe, medrek.")
 @click.option("--save", "save_dir", required=True, type=click.Path(file_okay=False),
               help="New folder for the edited model (weight editors) or the edit memory (retrieval editors).")
@@ -28,15 +33,17 @@ MAX_LISTED = 10
 @click.option("--force", is_flag=True, help="Apply even when requests collide.")
 @model_option
 @click.option("--quiet", is_flag=True)
-def edit_command(requests_file, editor_name, save_dir, key_threshold, force, model_name, quiet):
+def edit_command(requests_file, fields, max_target_tokens, editor_name, save_dir, key_threshold, force, model_name,
+                 quiet):
     """Diagnose key collisions, then apply the edits and save the result to --save."""
     out = console(quiet)
     target = Path(save_dir)
     if target.exists():
         fail(f"--save {save_dir} already exists; choose a new folder.")
     with usage_errors():
-        requests = load_benchmark(requests_file)
+        requests = load_benchmark(requests_file, fields=fields)
         model, tok = load(model_name)
+        requests, _ = cut_targets(requests, tok, max_target_tokens)
         editor = build_editor(editor_name, model)
         hparams = getattr(editor, "hparams", None)
         collisions = same_subject_pairs(requests)
@@ -57,4 +64,5 @@ def edit_command(requests_file, editor_name, save_dir, key_threshold, force, mod
             else:
                 model.save_pretrained(tmp, safe_serialization=True)
                 tok.save_pretrained(tmp)
+            write_manifest(tmp, editor.name, model_name, requests)  # what `ask --edits` reads back
     out.print(f"Applied {len(requests)} edit(s) with {editor.name}; saved to {target}.")
