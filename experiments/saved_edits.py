@@ -103,13 +103,11 @@ def edit_in_memory(model: Any, tok: Any, editor_name: str, requests: Sequence[Ed
 
 def _with_memory(editor_name: str, model: Any, tok: Any, path: Path,
                  requests: tuple[EditRequest, ...]) -> EditedModel:
-    # Imported here: only a saved memory needs the retrieval stack (faiss, the encoder).
-    from retrieval.editor import KnowledgeStore, RetrievalScorer
-
     editor = build_editor(editor_name, model)
     editor.load_memory(path, model)
-    store = KnowledgeStore(editor.network, editor.encoder, editor.memory)
-    return EditedModel(editor.name, LMScorer(model, tok), RetrievalScorer(model, tok, store), requests,
+    # The editor's own store and scorer kinds: `ike` reads its entries as text, not prompts.
+    store = editor.store_type(editor.network, editor.encoder, editor.memory)
+    return EditedModel(editor.name, LMScorer(model, tok), editor.scorer_type(model, tok, store), requests,
                        _retriever(store))
 
 
