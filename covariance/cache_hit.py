@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from covariance.cache import CovarianceCacheError, load_statistic, statistic_path
+from covariance.cache import cached_statistic, statistic_path
 from covariance.collect import CollectOptions
 from covariance.corpus import Corpus
 from covariance.identity import ModelIdentity, keys_for_identity
@@ -96,13 +96,10 @@ def cached_second_moments(
     found = {}
     for layer, key in keys_for_identity(identity, layers, corpus, options).items():
         path = statistic_path(key, cache_root)
-        if not path.is_file():
-            return None
-        try:
-            total, tokens = load_statistic(path, key, identity.mlp_width)
-        except CovarianceCacheError:
-            return None
-        found[layer] = SecondMoment(layer, total, tokens, path)
+        cached = cached_statistic(path, key, identity.mlp_width)
+        if cached is None:
+            return None  # absent or set aside as damaged: the full path computes it
+        found[layer] = SecondMoment(layer, *cached, path)
     return found
 
 

@@ -2,9 +2,9 @@
 
 A covariance source is anything with `moments(model, tok, layers) -> {layer: SecondMoment}`.
 The default collects them with `covariance.stats.second_moments` on a corpus (cached on disk);
-tests pass a small token budget and a temporary cache root, or fixed matrices. Whatever goes
-wrong (no corpus, damaged cache, missing layer) becomes one `EditError` sentence naming the
-layers, raised before any weight changes.
+tests pass a small token budget and a temporary cache root, or fixed matrices. A damaged
+cache file is recomputed (`lm.cache_entries`); what the user must fix (no corpus, a missing
+layer) becomes one `EditError` sentence naming the layers, raised before any weight changes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from covariance.corpus import DEFAULT_CORPUS
 from covariance.stats import SecondMoment, second_moments
 from editors.protocol import EditError
 from editors.solve import null_space_projector
-from lm.files import atomic_path
+from lm.cache_entries import sealed_file, set_aside, verified
+from lm.errors import UsageError
 
 
 class CovarianceSource(Protocol):
@@ -65,7 +66,7 @@ def fetch_moments(source: CovarianceSource, model, tok, layers: Sequence[int]) -
     """The statistic of every layer, or an EditError saying which layers have none and why."""
     try:
         found = source.moments(model, tok, layers)
-    except (OSError, ValueError) as error:
+    except (OSError, UsageError) as error:
         reason = str(error).rstrip(".")
         raise EditError(
             f"No covariance for layers {layer_list(layers)} of this batch: none is cached and it "
@@ -83,17 +84,18 @@ def fetch_moments(source: CovarianceSource, model, tok, layers: Sequence[int]) -
 def null_space(moment: SecondMoment, threshold: float) -> torch.Tensor:
     """AlphaEdit's projector for one layer, cached beside the covariance file it comes from."""
     path = _projector_path(moment, threshold)
-    if path is not None and path.is_file():
+    if path is not None and verified(path):
         try:
             projector = load_file(str(path))["projector"]
             width = moment.total.shape[0]
             if projector.shape == (width, width) and projector.dtype == torch.float64:
                 return projector
-        except (SafetensorError, OSError, KeyError):
-            pass  # damaged: recomputed and rewritten below
+            set_aside(path, f"it holds a {tuple(projector.shape)} {projector.dtype} projector")
+        except (SafetensorError, OSError, KeyError) as error:
+            set_aside(path, f"unreadable ({error})")
     projector = null_space_projector(moment.matrix(), threshold)
     if path is not None:
-        with atomic_path(path) as tmp:
+        with sealed_file(path) as tmp:
             metadata = {"threshold": repr(threshold), "covariance": moment.path.name, "tokens": str(moment.tokens)}
             save_file({"projector": projector.contiguous()}, str(tmp), metadata=metadata)
     return projector

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from editors.solve import SpreadRule
+from lm.errors import UsageError
 
 DEFAULT_HPARAMS_DIR = Path(__file__).parent / "hparams"
 
@@ -41,7 +42,7 @@ ComputeDtype = Literal["float32", "bfloat16"]
 Constraint = tuple[str, Callable[[Any], bool], str]
 
 
-class HparamsError(ValueError):
+class HparamsError(UsageError):
     """A hyper-parameter file, table, key, type, value or override is wrong."""
 
 

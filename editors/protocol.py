@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from data.requests import EditRequest
+from lm.errors import UsageError
 
 
-class EditError(ValueError):
+class EditError(UsageError):
     """An edit was refused before the model was touched (non-finite update, no covariance, …);
     the message names the request(s) or layer."""
 

@@ -14,6 +14,7 @@ from editors.memit import MemitEditor
 from editors.merge import MergeEditor
 from editors.pmet import PmetEditor
 from lm.adapters import adapter_for
+from lm.errors import UsageError
 
 Progress = Callable[[str, int, int], None]
 
@@ -28,7 +29,7 @@ EDITORS: Mapping[str, type] = MappingProxyType(
 )
 
 
-class UnknownEditor(ValueError):
+class UnknownEditor(UsageError):
     """The editor name is not one of `EDITORS`."""
 
 

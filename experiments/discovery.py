@@ -15,6 +15,7 @@ from editors import registry as weight_editors
 from editors.hparams import EDITOR_HPARAMS, ValueOptimisationHparams
 from editors.protocol import Editor
 from experiments.identity import IdentityEditor
+from lm.errors import UsageError
 
 RETRIEVAL_EDITORS = ("recipe", "medrek", "medrek_copy", "ike")
 EDITOR_NAMES = (*weight_editors.editor_names(), *RETRIEVAL_EDITORS)
@@ -22,7 +23,7 @@ EDITOR_NAMES = (*weight_editors.editor_names(), *RETRIEVAL_EDITORS)
 LINEUP_NAMES = (IdentityEditor.name, *EDITOR_NAMES)
 
 
-class EditorUnavailable(LookupError):
+class EditorUnavailable(UsageError, LookupError):
     """A named editor cannot be built in this checkout (the message says why)."""
 
 
@@ -54,7 +55,9 @@ def build_editor(name: str, model: Any) -> Editor:
                                 f"{name!r} (buildable: {', '.join(sorted(EDITOR_NAMES))}).")
     try:
         return make_named_editor(name, model)
-    except Exception as error:  # noqa: BLE001 - any failure means "cannot be built", said once
+    # The user's setting (no checkpoint for this model, an unsupported architecture) or a
+    # missing optional library; anything else is a bug and keeps its traceback.
+    except (UsageError, ImportError, OSError) as error:
         raise EditorUnavailable(f"Editor {name!r} cannot be built: {_reason(error)}") from error
 
 
@@ -74,7 +77,7 @@ def build_lineup_editor(name: str, model: Any, key_value_overrides: Mapping[str,
         return build_editor(name, model)
     try:
         return weight_editors.make_editor(name, model, key_value_overrides)
-    except Exception as error:  # noqa: BLE001 - as build_editor: any failure means "cannot be built"
+    except (UsageError, ImportError, OSError) as error:  # as build_editor
         raise EditorUnavailable(f"Editor {name!r} cannot be built: {error}") from error
 
 

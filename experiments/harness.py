@@ -26,6 +26,7 @@ from data.requests import EditRequest, validate_requests
 from editors.protocol import Editor
 from experiments.aggregate import aggregate
 from experiments.baseline import BaselineCache
+from experiments.context import check_context
 from experiments.edit_sets import EditSet
 from experiments.environment import package_versions
 from experiments.errors import HarnessError
@@ -35,7 +36,7 @@ from experiments.records import (
     Timings, Validation,
 )
 from experiments.scoring import model_health, score_requests
-from lm.loading import model_fingerprint
+from lm.loading import check_finite_outputs, model_fingerprint
 from lm.scoring import LMScorer
 
 Progress = Callable[[int, int], None]  # (steps done, steps in total)
@@ -73,6 +74,7 @@ def prepare_baseline(model: Any, tok: Any, edit_sets: Sequence[EditSet], setting
     fingerprint = model_fingerprint(model)  # of every weight: taken once, not per edit set
     for edits in edit_sets:
         validate_requests(edits.requests)
+        check_context(edits.requests, tok, model)
         _baseline(model, tok, fingerprint, edits, settings, baseline_dir)
 
 
@@ -95,6 +97,8 @@ class _Run:
         # Refuse bad input before any expensive work.
         validate_requests(edits.requests)
         self.batches = _batches(len(edits.requests), batch_size)
+        check_context(edits.requests, tok, model)
+        check_finite_outputs(model, tok, "The model to edit")
         self.batch_size = batch_size
         self.started = time.perf_counter()
         self.editor, self.model, self.tok, self.edits, self.settings = editor, model, tok, edits, settings

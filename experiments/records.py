@@ -233,31 +233,57 @@ class RunRecord:
         return _build(cls, data)
 
 
-def _build(annotation: Any, value: Any) -> Any:
+class RecordTypeError(TypeError):
+    """A record read from JSON holds a value of the wrong type (the message names the field)."""
+
+
+def _build(annotation: Any, value: Any, where: str = "record") -> Any:
     """Rebuild a value of the annotated type from its JSON form (lists back into tuples,
-    dicts back into dataclasses), following the dataclasses' type hints. A field added later
-    with a default (e.g. `StepTiming.reused_seconds`) may be absent: older records stay
-    readable under the same format number; every other field is required."""
-    if value is None:
-        return None
-    if dataclasses.is_dataclass(annotation):
-        hints = typing.get_type_hints(annotation)
-        return annotation(**{
-            field.name: _build(hints[field.name], value[field.name])
-            for field in dataclasses.fields(annotation)
-            if field.name in value or field.default is dataclasses.MISSING
-        })
+    dicts back into dataclasses), following the dataclasses' type hints, and check every value
+    against them on the way, so a field added to a record later is checked without more code.
+    Raises RecordTypeError naming the field (`where`) and the expected type. A field added
+    later with a default (e.g. `StepTiming.reused_seconds`) may be absent: older records stay
+    readable under the same format number; every other field is required (KeyError)."""
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        # Optional[X]: the value is not None here, so it is an X.
-        (inner,) = [argument for argument in arguments if argument is not type(None)]
-        return _build(inner, value)
+        if value is None and type(None) in arguments:
+            return None
+        alternatives = [argument for argument in arguments if argument is not type(None)]
+        for alternative in alternatives[:-1]:
+            try:
+                return _build(alternative, value, where)
+            except RecordTypeError:
+                continue
+        return _build(alternatives[-1], value, where)
+    if annotation is Any:
+        return value
+    if dataclasses.is_dataclass(annotation):
+        _expect(isinstance(value, dict), where, "an object", value)
+        hints = typing.get_type_hints(annotation)
+        return annotation(**{
+            field.name: _build(hints[field.name], value[field.name], f"{where}.{field.name}")
+            for field in dataclasses.fields(annotation)
+            if field.name in value or field.default is dataclasses.MISSING
+        })
     if origin is tuple:
-        return tuple(_build(arguments[0], item) for item in value)
+        # JSON gives lists; `to_dict()` (sent between processes) keeps the tuples.
+        _expect(isinstance(value, (list, tuple)), where, "an array", value)
+        return tuple(_build(arguments[0], item, f"{where}[{index}]") for index, item in enumerate(value))
     if origin is dict:
-        return {key: _build(arguments[1], item) for key, item in value.items()}
+        _expect(isinstance(value, dict), where, "an object", value)
+        return {key: _build(arguments[1], item, f"{where}.{key}") for key, item in value.items()}
+    expected = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+    if annotation in expected:
+        allowed = (int, float) if annotation is float else annotation  # JSON writes 2.0 as 2 too
+        _expect(isinstance(value, allowed) and (annotation is bool or not isinstance(value, bool)),
+                where, expected[annotation], value)
     return value
+
+
+def _expect(condition: bool, where: str, expected: str, value: Any) -> None:
+    if not condition:
+        raise RecordTypeError(f"{where} must be {expected}, not {json.dumps(value)[:40]}")
 
 
 def write_record(path: str | Path, record: RunRecord) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 from data.canonical import canonical_record, canonical_request
 from data.requests import EditRequest
 from experiments.discovery import build_editor
+from lm.errors import UsageError
 from lm.loading import load
 from lm.scoring import LMScorer, Scorer
 
@@ -28,7 +29,7 @@ MEMORY_FILE = "memory.safetensors"
 Retrieve = Callable[[Sequence[str]], list[Mapping[str, Any] | None]]
 
 
-class SavedEditsError(ValueError):
+class SavedEditsError(UsageError):
     """A folder cannot be opened as saved edits (one sentence says why)."""
 
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lm.errors import UsageError
 
-class UnsupportedArchitecture(ValueError):
+
+class UnsupportedArchitecture(UsageError):
     """The model's `config.model_type` has no adapter."""
 
 

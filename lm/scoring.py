@@ -77,6 +77,26 @@ def pad_sequences(
     return input_ids.to(device), attention_mask.to(device)
 
 
+# Padded tokens a scoring batch may hold, per row of `batch_size`: short texts fill whole
+# batches, while a long one is scored with fewer (or no) others instead of padding them all.
+TOKENS_PER_ROW = 128
+
+
+def length_batches(lengths: Sequence[int], max_rows: int, max_padded_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length: sorted by length, each batch holds at
+    most `max_rows` items and, padded to its longest, at most `max_padded_tokens` tokens (a
+    longer item than that is a batch of its own)."""
+    batches: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        batch = batches[-1] if batches else None
+        # Sorted ascending, so this item is the longest of its batch: padded size = rows × its length.
+        if batch and len(batch) < max_rows and (len(batch) + 1) * lengths[index] <= max_padded_tokens:
+            batch.append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
 class LMScorer:
     """`Scorer` for a Hugging Face causal LM and its tokenizer.
 
@@ -135,9 +155,8 @@ class LMScorer:
         prompt_ids = self._encode_prompts(prompts)
         target_ids = self._encode_targets(targets)
         results: list[TokenScores | None] = [None] * len(prompts)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]) + len(target_ids[i]))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        lengths = [len(p) + len(t) for p, t in zip(prompt_ids, target_ids)]
+        for chunk in length_batches(lengths, self.batch_size, self.batch_size * TOKENS_PER_ROW):
             scored = self._score_batch(
                 [prompt_ids[i] for i in chunk],
                 [target_ids[i] for i in chunk],

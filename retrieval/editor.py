@@ -21,7 +21,7 @@ from lm.scoring import LMScorer
 from retrieval.checkpoint import CheckpointError, load_network, shipped_checkpoint
 from retrieval.encoder import KnowledgeEncoder
 from retrieval.injection import prompted_generate, prompted_hidden
-from retrieval.memory import EditMemory, ModelIdentity
+from retrieval.memory import EditMemory, ModelIdentity, NetworkIdentity
 from retrieval.network import RetrievalNetwork
 
 
@@ -196,6 +196,7 @@ class RetrievalEditor:
         trained_for: ModelIdentity | None = None,
         source: str = "the retrieval network",
         batch_size: int = 32,
+        network_identity: NetworkIdentity | None = None,
     ):
         self.network = network.eval()
         self.encoder = encoder
@@ -203,6 +204,7 @@ class RetrievalEditor:
         self.trained_for = trained_for
         self.source = source
         self.batch_size = batch_size
+        self.network_identity = network_identity  # recorded in saved memories, checked on load
         self.memory: EditMemory | None = None
         self._store: KnowledgeStore | None = None
         # Fingerprinting reads every weight tensor; remember it per model object.
@@ -217,7 +219,8 @@ class RetrievalEditor:
         encoder = KnowledgeEncoder.load("default") if encoder is None else encoder
         checkpoint = load_network(path, expect_llm=None, expect_encoder=encoder.identity())
         return cls(
-            checkpoint.network, encoder, trained_for=checkpoint.llm, source=str(checkpoint.path), **kwargs
+            checkpoint.network, encoder, trained_for=checkpoint.llm, source=str(checkpoint.path),
+            network_identity=NetworkIdentity(checkpoint.network.config.name, checkpoint.checksum), **kwargs
         )
 
     def llm_identity(self, model) -> ModelIdentity:
@@ -245,8 +248,14 @@ class RetrievalEditor:
         identity = self.check_model(model)
         memory = EditMemory.load(
             path, expect_llm=identity, expect_key_width=self.network.config.width,
-            expect_encoder=self.encoder.identity(),
+            expect_encoder=self.encoder.identity(), expect_network=self.network_identity,
         )
+        if memory.value_shape != self.value_shape():
+            # e.g. an `ike` memory (no values) opened by `medrek`, which shares its network.
+            raise CheckpointError(
+                f"{path} holds values of shape {memory.value_shape}, but the {self.name} editor "
+                f"stores {self.value_shape()}; open it with the editor that saved it."
+            )
         self.memory, self._store = memory, self.store_type(self.network, self.encoder, memory)
 
     def _store_for(self, model) -> KnowledgeStore:
@@ -254,7 +263,7 @@ class RetrievalEditor:
         if self.memory is None:
             self.memory = EditMemory(
                 self.network.config.width, self.value_shape(),
-                llm=identity, encoder=self.encoder.identity(),
+                llm=identity, encoder=self.encoder.identity(), network=self.network_identity,
             )
         elif self.memory.llm != identity:
             raise CheckpointError(

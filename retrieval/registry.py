@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Callable, Mapping
 
+from lm.errors import UsageError
 from retrieval.editor import RetrievalEditor
 from retrieval.incontext import ike_editor
 from retrieval.medrek import medrek_copy_editor, medrek_editor
@@ -22,7 +23,7 @@ EDITORS: Mapping[str, Callable[..., RetrievalEditor]] = MappingProxyType({
 })
 
 
-class UnknownRetrievalEditor(ValueError):
+class UnknownRetrievalEditor(UsageError):
     """The name is not one of `EDITORS`."""
 
 

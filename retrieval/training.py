@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from data.requests import EditRequest
+from lm.files import atomic_path
 from lm.scoring import pad_sequences, positions_from_mask
 from retrieval.checkpoint import (
     FORMAT_VERSION,
@@ -49,7 +50,6 @@ from retrieval.checkpoint import (
 )
 from retrieval.editor import RetrievalEditor
 from retrieval.features import FeatureTable
-from retrieval.files import atomic_output
 from retrieval.injection import prompted_forward, takes_position_ids
 from retrieval.memory import ModelIdentity
 from retrieval.network import NetworkConfig, RetrievalNetwork, statement_text
@@ -385,7 +385,7 @@ class Trainer:
             "best": self.best,
         }
         header["checksum"] = tensor_checksum(header, tensors)
-        with atomic_output(self.run_dir / STATE_FILE) as temporary:
+        with atomic_path(self.run_dir / STATE_FILE) as temporary:
             save_file(tensors, temporary, metadata={STATE_FORMAT: json.dumps(header)})
 
     def _load_state(self) -> None:

@@ -11,6 +11,7 @@ import experiments.scripts.sequential_memit as sequential_memit
 from editors.registry import editor_names
 from experiments.discovery import EDITOR_NAMES, EditorUnavailable, build_editor, discover_editors
 from experiments.identity import IdentityEditor
+from lm.errors import UsageError
 
 
 class NamedEditor(IdentityEditor):
@@ -19,11 +20,15 @@ class NamedEditor(IdentityEditor):
         self.model = model
 
 
+class MissingData(UsageError):
+    """What an editor without its data (e.g. no checkpoint for this model) raises."""
+
+
 def only_builds(monkeypatch, *buildable):
     """Editors of `buildable` build; every other name fails as an editor without its data would."""
     def make(name, model):
         if name not in buildable:
-            raise RuntimeError(f"no checkpoint for {name}")
+            raise MissingData(f"no checkpoint for {name}")
         return NamedEditor(name, model)
 
     monkeypatch.setattr(discovery, "make_named_editor", make)
@@ -39,7 +44,7 @@ def test_discovery_builds_what_exists_and_says_why_the_rest_cannot(monkeypatch, 
     lineup = discover_editors(model)
     assert [editor.name for editor in lineup.editors] == ["unedited", "memit", "recipe"]
     assert lineup.editors[1].model is model
-    assert lineup.unavailable == {name: f"RuntimeError: no checkpoint for {name}"
+    assert lineup.unavailable == {name: f"MissingData: no checkpoint for {name}"
                                   for name in EDITOR_NAMES if name not in ("memit", "recipe")}
 
 
@@ -50,7 +55,7 @@ def test_build_editor_names_the_missing_editor(monkeypatch, tiny_llama):
     with pytest.raises(EditorUnavailable, match="Editor 'rome' is not available: no registry knows an editor "
                                                 r"called 'rome' \(buildable: alphaedit, ft_l, ike, medrek, "):
         build_editor("rome", model)
-    with pytest.raises(EditorUnavailable, match="'medrek' cannot be built: RuntimeError: no checkpoint for medrek"):
+    with pytest.raises(EditorUnavailable, match="'medrek' cannot be built: MissingData: no checkpoint for medrek"):
         build_editor("medrek", model)
 
 
@@ -59,7 +64,7 @@ def test_sequential_memit_script_fails_clearly_without_memit(monkeypatch, tiny_l
     monkeypatch.setattr(sequential_memit, "load", lambda name: tiny_llama)
     result = CliRunner().invoke(sequential_memit.main, [])
     assert result.exit_code == 2
-    assert "Editor 'memit' cannot be built: RuntimeError: no checkpoint for memit" in result.output
+    assert "Editor 'memit' cannot be built: MissingData: no checkpoint for memit" in result.output
 
 
 def test_medcfpp_table_runs_the_unedited_baseline_and_lists_the_rest(monkeypatch, tiny_llama,
@@ -71,7 +76,7 @@ def test_medcfpp_table_runs_the_unedited_baseline_and_lists_the_rest(monkeypatch
     assert result.exit_code == 0, result.output
     assert "MedCF++ test, 3 edits in one batch" in result.output
     assert "unedited" in result.output and "100.0" in result.output  # locality of no edit
-    assert "Not run (unavailable): memit (RuntimeError: no checkpoint for memit); pmet" in result.output
+    assert "Not run (unavailable): memit (MissingData: no checkpoint for memit); pmet" in result.output
 
 
 def test_medcfpp_table_runs_a_chosen_subset_and_refuses_unknown_names(monkeypatch, tiny_llama, tmp_cache):
@@ -80,7 +85,7 @@ def test_medcfpp_table_runs_a_chosen_subset_and_refuses_unknown_names(monkeypatc
     result = CliRunner().invoke(medcfpp_table.main, ["--edits", "2", "--quiet", "--editors", "ft_l"])
     assert result.exit_code == 0, result.output
     assert "unedited" in result.output and "memit" not in result.output
-    assert "Not run (unavailable): ft_l (RuntimeError: no checkpoint for ft_l)." in result.output
+    assert "Not run (unavailable): ft_l (MissingData: no checkpoint for ft_l)." in result.output
     result = CliRunner().invoke(medcfpp_table.main, ["--edits", "2", "--editors", "rome"])
     assert result.exit_code == 2
     assert "Unknown editor rome in --editors" in result.output

@@ -8,7 +8,7 @@ import math
 import pytest
 from test_report_fixtures import run, scenario
 
-from experiments.report import Report, ReportError, akd_entries, read_report, write_report
+from experiments.report import RENDERED_FILES, Report, ReportError, akd_entries, publish_report, read_report
 
 
 def test_report_round_trips_through_json():
@@ -28,14 +28,15 @@ def test_arguments_are_kept_as_json_values():
     assert Report.from_json(report.to_json()) == report
 
 
-def test_write_report_names_a_new_folder_after_time_and_command(tmp_path):
+def test_publish_report_names_a_new_folder_after_time_and_command(tmp_path):
     report = Report("stress same-subject", {}, (run("memit"),), created="2026-05-09T07:35:25+00:00")
-    first = write_report(report, tmp_path / "reports")
-    second = write_report(report, tmp_path / "reports")
+    first = publish_report(report, tmp_path / "reports")
+    second = publish_report(report, tmp_path / "reports")
     assert first.name == "20260509-073525-stress-same-subject"
     assert second.name == "20260509-073525-stress-same-subject-2"
     assert read_report(first) == report
-    assert sorted(p.name for p in first.iterdir()) == ["report.json"]  # no temporary left
+    assert sorted(p.name for p in first.iterdir()) == sorted(["report.json", *RENDERED_FILES])
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [first.name, second.name]
 
 
 def test_a_nan_is_refused_before_anything_is_written(tmp_path):

@@ -8,14 +8,13 @@ import io
 import pytest
 from test_report_fixtures import GROUPS, run, scenario
 
-from experiments.report import RENDERED_FILES, Report, ReportError, render_all, write_report
+from experiments.report import RENDERED_FILES, Report, ReportError, publish_report, render_all
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """A scenario report folder, rendered once, with the bytes of its first rendering."""
-    run_dir = write_report(scenario(), tmp_path_factory.mktemp("reports"))
-    render_all(run_dir)
+    run_dir = publish_report(scenario(), tmp_path_factory.mktemp("reports"))
     return run_dir, {name: (run_dir / name).read_bytes() for name in RENDERED_FILES}
 
 
@@ -68,8 +67,7 @@ def test_html_is_self_contained_with_one_image_per_plot(rendered):
 def test_only_plots_with_data_are_drawn(tmp_path):
     # Two editors at one batch size, no retrieval, no AKD, no sequential run: locality only.
     report = Report("compare", {}, (run("memit"), run("pmet")), created="2026-01-01T00:00:00+00:00")
-    run_dir = write_report(report, tmp_path)
-    render_all(run_dir)
+    run_dir = publish_report(report, tmp_path)
     page = (run_dir / "report.html").read_text()
     assert page.count('<img src="data:image/png;base64,') == 1
     assert "Locality sub-metrics per run" in page and "Retrieval diagnostics" not in page

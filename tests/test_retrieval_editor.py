@@ -14,7 +14,7 @@ from retrieval.editor import RetrievalEditor
 from retrieval.injection import prepend_prompts, prompted_generate, prompted_hidden
 from retrieval.incontext import InContextEditor
 from retrieval.medrek import new_medrek, new_medrek_copy
-from retrieval.memory import MemoryFormatError
+from retrieval.memory import MemoryFormatError, NetworkIdentity
 from retrieval.recipe import new_recipe
 
 
@@ -194,3 +194,16 @@ def test_checkpoint_round_trip_and_refusals(tok, llm, encoder, editor, tmp_path)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_network(path, expect_llm=identity)
+
+
+def test_a_memory_is_refused_by_an_editor_with_another_network(tok, llm, encoder, editor, tmp_path):
+    built_by = NetworkIdentity("medrek", "a" * 64)
+    saving = RetrievalEditor(editor.network, encoder, network_identity=built_by)
+    saving.apply(llm, tok, requests()[:2])
+    path = tmp_path / "memory.safetensors"
+    saving.memory.save(path)
+    RetrievalEditor(editor.network, encoder, network_identity=built_by).load_memory(path, llm)  # same: fine
+    other = RetrievalEditor(editor.network, encoder, network_identity=NetworkIdentity("medrek", "b" * 64))
+    with pytest.raises(MemoryFormatError, match="was built by retrieval network 'medrek' \\(checksum aaaa"):
+        other.load_memory(path, llm)
+    assert other.memory is None

@@ -8,6 +8,8 @@ import torch
 from test_retrieval_support import build_tokenizer, requests, tiny_encoder, tiny_llm
 
 from lm.scoring import LMScorer
+from retrieval.checkpoint import CheckpointError
+from retrieval.editor import RetrievalEditor
 from retrieval.incontext import CONTEXT_TEMPLATE, InContextEditor, context_text
 from retrieval.medrek import new_medrek, new_medrek_copy
 from retrieval.network import statement_text
@@ -89,3 +91,11 @@ def test_medrek_prompts_never_see_the_llm_embeddings_of_the_statement(tok, llm, 
         copying = new_medrek_copy(encoder, llm, width=32, heads=4)
         assert not torch.allclose(copying.statement_prompts(features, statements, llm, tok),
                                   copying.statement_prompts(features, statements, perturbed, tok), atol=1e-3)
+
+
+def test_an_ike_memory_is_refused_by_the_prompt_editor_of_the_same_network(tok, llm, encoder, tmp_path):
+    editor = ike(encoder, llm)
+    editor.apply(llm, tok, requests())
+    editor.memory.save(tmp_path / "memory.safetensors")
+    with pytest.raises(CheckpointError, match=r"holds values of shape \(0,\), but the medrek editor stores"):
+        RetrievalEditor(editor.network, encoder).load_memory(tmp_path / "memory.safetensors", llm)

@@ -26,10 +26,10 @@ from data.batches import SubjectSetPair
 from data.benchmarks import load_benchmark
 from data.relation_names import RelationNames, counterfact_relation_names
 from data.relations import infer_relations
-from editors.hparams import load_hparams, parse_layers
+from editors.hparams import load_hparams
 from data.requests import EditRequest
 from editors.protocol import Editor
-from experiments.commands.common import field_map_option, max_target_tokens_option, usage_errors
+from experiments.commands.common import field_map_option, max_target_tokens_option, parse_layer_option
 from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.stress import SPLIT_HELP, subject_pair
 from experiments.commands.sweep import Job, job_akd_entries, line_up, run_jobs
@@ -177,27 +177,26 @@ def akd_command(benchmark, split, fields, max_target_tokens, layer_text, batch_s
     edited in batch mode, and the Spearman correlation of AKD with efficacy."""
     if batch_size < 2:
         fail(f"--batch must be at least 2 edits, since AKD is a distance between pairs, not {batch_size}.")
-    layers = _layers(layer_text) if layer_text is not None else None
+    layers = parse_layer_option(layer_text) if layer_text is not None else None
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    with usage_errors():
-        batches = experiment_batches(benchmark, split, batch_size, sweep.seed, fields)
-        model, tok = load(sweep.model_name)
-        memit_layers = load_hparams("memit", model.config.model_type).layers
-        layers = tuple(check_layers(model, layers)) if layers is not None else memit_layers
-        lineup = line_up(names, model, out)
-        label = batches[0].requests[0].metadata.get("benchmark", benchmark)
-        edit_sets = [cut_long_targets(edit_set_of(batch.requests, label, sweep.seed), tok, max_target_tokens)
-                     for batch in batches]
-        jobs = [Job(name, edits, batch_size, label=batch.label)
-                for name in lineup for batch, edits in zip(batches, edit_sets)]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
-        if records is None:
-            return
-        layer_of = {name: last_edited_layer(editor, memit_layers[-1]) for name, editor in lineup.items()}
-        akd = job_akd_entries(jobs, model, tok, sorted({*layers, *layer_of.values()}))
-        high_similarity = high_similarity_entries(jobs, lineup)
+    batches = experiment_batches(benchmark, split, batch_size, sweep.seed, fields)
+    model, tok = load(sweep.model_name)
+    memit_layers = load_hparams("memit", model.config.model_type).layers
+    layers = tuple(check_layers(model, layers)) if layers is not None else memit_layers
+    lineup = line_up(names, model, out)
+    label = batches[0].requests[0].metadata.get("benchmark", benchmark)
+    edit_sets = [cut_long_targets(edit_set_of(batch.requests, label, sweep.seed), tok, max_target_tokens)
+                 for batch in batches]
+    jobs = [Job(name, edits, batch_size, label=batch.label)
+            for name in lineup for batch, edits in zip(batches, edit_sets)]
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+    if records is None:
+        return
+    layer_of = {name: last_edited_layer(editor, memit_layers[-1]) for name, editor in lineup.items()}
+    akd = job_akd_entries(jobs, model, tok, sorted({*layers, *layer_of.values()}))
+    high_similarity = high_similarity_entries(jobs, lineup)
     correlations = akd_correlations(jobs, records, akd, layer_of)
     out.print(akd_table(batches, jobs, records, akd, layers))
     out.print(correlation_table(correlations))
@@ -239,16 +238,6 @@ def correlation_table(correlations: Sequence[dict]) -> Table:
         table.add_row(entry["x"], entry["y"], fixed(entry["rho"], 3), fixed(entry["p"], 4), str(entry["n"]),
                       entry["reason"] or "–")
     return table
-
-
-def _layers(text: str) -> tuple[int, ...]:
-    try:
-        layers = parse_layers(text)
-    except ValueError:
-        fail(f"--layers must look like 2-8 or 2,4,6, not {text!r}.")
-    if not layers or min(layers) < 0:
-        fail(f"--layers must name layers 0 or above, not {text!r}.")
-    return layers
 
 
 def _number(value: float | None) -> float:

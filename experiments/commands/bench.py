@@ -13,7 +13,7 @@ import click
 
 from covariance.distributed import current_rank
 from data.benchmarks import BENCHMARKS
-from experiments.commands.common import field_map_option, max_target_tokens_option, usage_errors
+from experiments.commands.common import field_map_option, max_target_tokens_option
 from experiments.commands.sweep import batch_size_jobs, batch_sizes_of, line_up, run_jobs, sweep_edits
 from experiments.commands.sweep_options import SweepArguments, sweep_options
 from experiments.console import fail
@@ -50,15 +50,14 @@ def medical_command(benchmark_text, batch_text, edits, fields, max_target_tokens
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    with usage_errors():
-        # --fields reads the benchmark files given by path; the shipped ones have their own layout.
-        edit_sets = [sweep_edits(benchmark, sizes, edits, sweep.seed, None, "--batch",
-                                 None if benchmark in BENCHMARKS else fields) for benchmark in benchmarks]
-        model, tok = load(sweep.model_name)
-        edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
-        lineup = line_up(names, model, out)
-        jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+    # --fields reads the benchmark files given by path; the shipped ones have their own layout.
+    edit_sets = [sweep_edits(benchmark, sizes, edits, sweep.seed, None, "--batch",
+                             None if benchmark in BENCHMARKS else fields) for benchmark in benchmarks]
+    model, tok = load(sweep.model_name)
+    edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
+    lineup = line_up(names, model, out)
+    jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
     if records is None:
         return
     for edit_set in edit_sets:

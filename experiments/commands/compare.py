@@ -7,7 +7,7 @@ import click
 from covariance.distributed import Rank
 from experiments.commands.common import (
     field_map_option, max_target_tokens_option, model_option, output_options, publish, requested_editors,
-    seed_option, usage_errors, workers_option,
+    seed_option, workers_option,
 )
 from experiments.commands.sweep import line_up, run_jobs
 from experiments.commands.sweep_options import worker_plan
@@ -47,16 +47,15 @@ def compare_command(editor_list, benchmark, split, fields, max_target_tokens, ba
         fail(f"--batch must be a positive number of edits, not {batch_size}.")
     names = requested_editors(editor_list)
     out = console(quiet or as_json)
-    with usage_errors():
-        settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
-                            perplexity_tokens=perplexity_tokens)
-        edits = draw_edits(benchmark, batch_size, seed, split, fields)
-        model, tok = load(model_name)
-        edits = cut_long_targets(edits, tok, max_target_tokens)
-        lineup = line_up(names, model, out)
-        jobs = [Job(name, edits, batch_size) for name in lineup]
-        records = run_jobs(jobs, lineup, model, tok, settings, Rank(), out,
-                           plan=worker_plan(workers, len(jobs), model_name, settings))
+    settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
+                        perplexity_tokens=perplexity_tokens)
+    edits = draw_edits(benchmark, batch_size, seed, split, fields, asked_by=f"--batch {batch_size}")
+    model, tok = load(model_name)
+    edits = cut_long_targets(edits, tok, max_target_tokens)
+    lineup = line_up(names, model, out)
+    jobs = [Job(name, edits, batch_size) for name in lineup]
+    records = run_jobs(jobs, lineup, model, tok, settings, Rank(), out,
+                       plan=worker_plan(workers, len(jobs), model_name, settings))
     out.print(comparison_table(records, f"{len(edits.requests)} edits from {edits.dataset.benchmark} "
                                      f"({edits.dataset.split or 'file'}), batch {batch_size}, seed {seed}"))
     arguments = dict(editors=editor_list, benchmark=benchmark, split=split, batch=batch_size, model=model_name,

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
 
 from data.benchmarks import load_benchmark
 from experiments.collisions import close_key_pairs, same_subject_pairs
-from experiments.commands.common import field_map_option, max_target_tokens_option, model_option, usage_errors
-from experiments.console import console, fail
-from experiments.discovery import build_editor
+from experiments.commands.common import field_map_option, max_target_tokens_option, model_option, writable_folder
+from experiments.console import console, fail, quiet_libraries, stages
+from experiments.context import check_context
+from experiments.discovery import EDITOR_NAMES, build_editor
 from experiments.edit_sets import cut_targets
 from experiments.saved_edits import write_manifest
 from lm.files import atomic_directory
-from lm.loading import load
+from lm.loading import load, quiet_transformers
 
 MAX_LISTED = 10
+SPACE_MARGIN = 1.1  # the copy's size plus tokenizer files and headers
+
+
+def _known_editor(_context, _parameter, value: str) -> str:
+    """--editor, case-insensitive, checked while parsing: before the model is loaded."""
+    name = value.strip().lower()
+    if name not in EDITOR_NAMES:
+        fail(f"Unknown editor {value!r}; choose from {', '.join(EDITOR_NAMES)}.")
+    return name
+
+
+def _new_folder(context, parameter, value: str) -> str:
+    if Path(value).exists():
+        fail(f"--save {value} already exists; choose a new folder.")
+    return writable_folder(context, parameter, value)
 
 
 @click.command("edit")
@@ -25,8 +42,9 @@ MAX_LISTED = 10
                    "fields), or any layout read through --fields.")
 @field_map_option
 @max_target_tokens_option
-@click.option("--editor", "editor_name", required=True, help="memit, pmet, memit_merge, alphaedit, ft_l, recipe, medrek.")
-@click.option("--save", "save_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--editor", "editor_name", required=True, callback=_known_editor,
+              help="memit, pmet, memit_merge, alphaedit, ft_l, recipe, medrek.")
+@click.option("--save", "save_dir", required=True, type=click.Path(file_okay=False), callback=_new_folder,
               help="New folder for the edited model (weight editors) or the edit memory (retrieval editors).")
 @click.option("--key-threshold", type=float, default=0.05, show_default=True,
               help="Keys closer than this × the mean key norm at the last edit layer count as colliding.")
@@ -38,25 +56,28 @@ def edit_command(requests_file, fields, max_target_tokens, editor_name, save_dir
     """Diagnose key collisions, then apply the edits and save the result to --save."""
     out = console(quiet)
     target = Path(save_dir)
-    if target.exists():
-        fail(f"--save {save_dir} already exists; choose a new folder.")
-    with usage_errors():
-        requests = load_benchmark(requests_file, fields=fields)
+    requests = load_benchmark(requests_file, fields=fields)
+    with stages(out, 4) as begin, quiet_libraries(), quiet_transformers():
+        begin("loading the model")
         model, tok = load(model_name)
         requests, _ = cut_targets(requests, tok, max_target_tokens)
+        check_context(requests, tok, model)
+        _check_space_for_copy(model, target)
         editor = build_editor(editor_name, model)
+        begin("checking for colliding edits")
         hparams = getattr(editor, "hparams", None)
         collisions = same_subject_pairs(requests)
         if hparams is not None and hasattr(hparams, "layers"):
             collisions += close_key_pairs(model, tok, requests, hparams.layers[-1], key_threshold,
                                           getattr(hparams, "key_token", "subject_last"))
-    if collisions and not force and editor.name not in ("memit_merge", "recipe", "medrek"):
-        listed = "; ".join(c.sentence() for c in collisions[:MAX_LISTED])
-        more = f" and {len(collisions) - MAX_LISTED} more" if len(collisions) > MAX_LISTED else ""
-        fail(f"{len(collisions)} colliding pair(s): {listed}{more}. Key-value editors map one key to one value, "
-             "so use --editor memit_merge or a retrieval editor (recipe, medrek), or pass --force.")
-    with usage_errors():
+        if collisions and not force and editor.name not in ("memit_merge", "recipe", "medrek"):
+            listed = "; ".join(c.sentence() for c in collisions[:MAX_LISTED])
+            more = f" and {len(collisions) - MAX_LISTED} more" if len(collisions) > MAX_LISTED else ""
+            fail(f"{len(collisions)} colliding pair(s): {listed}{more}. Key-value editors map one key to one "
+                 "value, so use --editor memit_merge or a retrieval editor (recipe, medrek), or pass --force.")
+        begin(f"applying {len(requests)} edit(s) with {editor.name}")
         applied = editor.apply(model, tok, requests)
+        begin(f"saving to {target}")
         with atomic_directory(target) as tmp:
             store = getattr(applied, "store", None)
             if store is not None:
@@ -66,3 +87,16 @@ def edit_command(requests_file, fields, max_target_tokens, editor_name, save_dir
                 tok.save_pretrained(tmp)
             write_manifest(tmp, editor.name, model_name, requests)  # what `ask --edits` reads back
     out.print(f"Applied {len(requests)} edit(s) with {editor.name}; saved to {target}.")
+
+
+def _check_space_for_copy(model, target: Path) -> None:
+    """Refuse, before the edit, a --save disk that cannot hold a copy of the model (an edit
+    memory is far smaller, so this bounds both)."""
+    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values()) * SPACE_MARGIN
+    existing = target.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        fail(f"--save {target}: the edited model needs about {needed / 2**30:.1f} GiB, but only "
+             f"{free / 2**30:.1f} GiB are free there.")

@@ -19,7 +19,7 @@ from data.benchmarks import load_benchmark
 from data.relations import RelationIndex, infer_relations
 from editors.hparams import load_hparams
 from data.requests import EditRequest
-from experiments.commands.common import field_map_option, max_target_tokens_option, usage_errors
+from experiments.commands.common import field_map_option, max_target_tokens_option
 from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.sweep import (
     Job, batch_size_jobs, batch_sizes_of, job_akd_entries, line_up, run_jobs, sweep_edits,
@@ -64,18 +64,17 @@ def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments)
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    with usage_errors():
-        edit_sets = subject_edit_sets(sizes, natural, sweep.seed)
-        model, tok = load(sweep.model_name)
-        akd_layer = load_hparams("memit", model.config.model_type).last_layer
-        overrides = {"key_token": key_token} if key_token else None
-        lineup = line_up(names, model, out, overrides)
-        jobs = [Job(name, edits, len(edits.requests), label=label)
-                for name in lineup for label, edits in edit_sets]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs), overrides))
-        if records is None:
-            return
-        akd = job_akd_entries(jobs, model, tok, [akd_layer], key_token or "subject_last")
+    edit_sets = subject_edit_sets(sizes, natural, sweep.seed)
+    model, tok = load(sweep.model_name)
+    akd_layer = load_hparams("memit", model.config.model_type).last_layer
+    overrides = {"key_token": key_token} if key_token else None
+    lineup = line_up(names, model, out, overrides)
+    jobs = [Job(name, edits, len(edits.requests), label=label)
+            for name in lineup for label, edits in edit_sets]
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs), overrides))
+    if records is None:
+        return
+    akd = job_akd_entries(jobs, model, tok, [akd_layer], key_token or "subject_last")
     out.print(same_subject_table(jobs, records, f"Same- vs distinct-subject efficacy, CounterFact test, "
                                                 f"seed {sweep.seed}, key token {key_token or 'editor default'}"))
     analyses = {"run_labels": [job.label for job in jobs], "akd": akd}
@@ -149,13 +148,12 @@ def batch_sweep_command(benchmark, split, fields, max_target_tokens, batch_sizes
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    with usage_errors():
-        edit_set = sweep_edits(benchmark, sizes, edits, sweep.seed, split, "--batch-sizes", fields)
-        model, tok = load(sweep.model_name)
-        edit_set = cut_long_targets(edit_set, tok, max_target_tokens)
-        lineup = line_up(names, model, out)
-        jobs = batch_size_jobs(lineup, edit_set, sizes)
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+    edit_set = sweep_edits(benchmark, sizes, edits, sweep.seed, split, "--batch-sizes", fields)
+    model, tok = load(sweep.model_name)
+    edit_set = cut_long_targets(edit_set, tok, max_target_tokens)
+    lineup = line_up(names, model, out)
+    jobs = batch_size_jobs(lineup, edit_set, sizes)
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
     if records is None:
         return
     where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or 'file'})"
@@ -185,13 +183,13 @@ def sequential_command(steps, batch_size, benchmark, split, fields, max_target_t
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    with usage_errors():
-        edit_set = draw_edits(benchmark, steps * batch_size, sweep.seed, split, fields)
-        model, tok = load(sweep.model_name)
-        edit_set = cut_long_targets(edit_set, tok, max_target_tokens)
-        lineup = line_up(names, model, out)
-        jobs = [Job(name, edit_set, batch_size, mode="sequential") for name in lineup]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+    edit_set = draw_edits(benchmark, steps * batch_size, sweep.seed, split, fields,
+                          asked_by=f"--steps {steps} × --batch {batch_size}")
+    model, tok = load(sweep.model_name)
+    edit_set = cut_long_targets(edit_set, tok, max_target_tokens)
+    lineup = line_up(names, model, out)
+    jobs = [Job(name, edit_set, batch_size, mode="sequential") for name in lineup]
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
     if records is None:
         return
     for record in records:

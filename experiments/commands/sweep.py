@@ -18,7 +18,6 @@ import torch.distributed as dist
 from rich.console import Console
 
 from covariance.distributed import Rank
-from data.batches import BatchError
 from editors.akd import batch_akd
 from editors.protocol import Editor
 from experiments.commands.common import parse_csv_ints
@@ -30,6 +29,7 @@ from experiments.identity import IdentityEditor
 from experiments.records import RunRecord, Settings
 from experiments.report import akd_entries
 from experiments.workers import Job, WorkerPlan, run_in_workers
+from lm.errors import UsageError
 
 
 class SweepFailed(RuntimeError):
@@ -68,11 +68,9 @@ def sweep_edits(benchmark: str, sizes: Sequence[int], edits: int | None, seed: i
     given); raises one-sentence ValueErrors."""
     count = max(sizes) if edits is None else edits
     if max(sizes) > count:
-        raise ValueError(f"{option} {max(sizes)} is larger than the {count} edits drawn (--edits).")
-    try:
-        return draw_edits(benchmark, count, seed, split, fields)
-    except BatchError as error:
-        raise BatchError(f"{benchmark}: {error}") from None
+        raise UsageError(f"{option} {max(sizes)} is larger than the {count} edits drawn (--edits).")
+    asked = f"{option} {count}" if edits is None else f"--edits {count}"
+    return draw_edits(benchmark, count, seed, split, fields, asked_by=f"{benchmark}, {asked}")
 
 
 def batch_size_jobs(lineup: Mapping[str, Editor], edits: EditSet, sizes: Sequence[int]) -> list[Job]:
