@@ -16,7 +16,7 @@ from editors.protocol import Editor
 from experiments.identity import IdentityEditor
 from lm.errors import UsageError
 
-RETRIEVAL_EDITORS = ("recipe", "medrek")
+RETRIEVAL_EDITORS = ("recipe", "medrek", "medrek_copy", "ike")
 EDITOR_NAMES = (*weight_editors.editor_names(), *RETRIEVAL_EDITORS)
 # What a comparison can run: the unedited reference, then every editor.
 LINEUP_NAMES = (IdentityEditor.name, *EDITOR_NAMES)
@@ -63,7 +63,7 @@ def make_named_editor(name: str, model: Any) -> Editor:
     """The editor `name` with its default settings for `model`, from the registry that owns it."""
     if name in RETRIEVAL_EDITORS:
         # Imported on demand: it loads faiss and the knowledge encoder, which the weight
-        # editors never need, and an import failure then only makes these two unavailable.
+        # editors never need, and an import failure then only makes these unavailable.
         from retrieval import registry as retrieval_editors
 
         return retrieval_editors.make_editor(name, model)

@@ -52,25 +52,29 @@ class KnowledgeStore:
 
     def add(self, requests: Sequence[EditRequest], llm, tok) -> list[int]:
         """Encode the edits' keys and prompts and store them; returns their memory ids."""
-        statements = [self.network.value_text(request) for request in requests]
-        key_texts = [self.network.key_text(request) for request in requests]
         with torch.no_grad():
-            # One encoder call for both kinds of text: for a single edit the per-call overhead
-            # is a large part of the time to add it.
-            distinct = list(dict.fromkeys(statements + key_texts))
-            encoded = self.encoder.encode(distinct)
-            row = {text: index for index, text in enumerate(distinct)}
-            value_features = encoded[[row[text] for text in statements]]
-            key_features = encoded[[row[text] for text in key_texts]]
-            keys = self.network.keys(key_features)
-            prompts = self.network.statement_prompts(value_features, statements, llm, tok)
+            keys, values = self.encode_entries(requests, llm, tok)
         metadata = [
             {"prompt": request.prompt, "target_new": request.target_new, "subject": request.subject}
             for request in requests
         ]
-        ids = self.memory.add(keys, prompts, metadata)
+        ids = self.memory.add(keys, values, metadata)
         self.requests.update(zip(ids, requests))
         return ids
+
+    def encode_entries(self, requests: Sequence[EditRequest], llm, tok) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unit keys [N, r], continuous prompts [N, T, d]) of the edits."""
+        statements = [self.network.value_text(request) for request in requests]
+        key_texts = [self.network.key_text(request) for request in requests]
+        # One encoder call for both kinds of text: for a single edit the per-call overhead
+        # is a large part of the time to add it.
+        distinct = list(dict.fromkeys(statements + key_texts))
+        encoded = self.encoder.encode(distinct)
+        row = {text: index for index, text in enumerate(distinct)}
+        value_features = encoded[[row[text] for text in statements]]
+        key_features = encoded[[row[text] for text in key_texts]]
+        keys = self.network.keys(key_features)
+        return keys, self.network.statement_prompts(value_features, statements, llm, tok)
 
     def remove(self, ids: Sequence[int]) -> None:
         self.memory.remove(ids)
@@ -248,16 +252,24 @@ class RetrievalEditor:
         """Refuse a model the network was not trained for now; nothing else is precomputed."""
         self.check_model(model)
 
+    # What a memory entry holds and how queries use it; the in-context editor swaps both.
+    store_type = KnowledgeStore
+    scorer_type = RetrievalScorer
+
     def apply(self, model, tok, requests: Sequence[EditRequest]) -> RetrievalApplied:
         validate_requests(requests)
         store = self._store_for(model)
         ids = store.add(requests, model, tok)
-        return RetrievalApplied(self.name, RetrievalScorer(model, tok, store, self.batch_size), ids)
+        return RetrievalApplied(self.name, self.scorer_type(model, tok, store, self.batch_size), ids)
 
     def knowledge_keys(self, requests: Sequence[EditRequest]) -> torch.Tensor:
         """The memory keys `apply` would store for `requests` (protocol.KnowledgeKeys)."""
         with torch.no_grad():
             return self.network.keys(self.encoder.encode([self.network.key_text(r) for r in requests]))
+
+    def value_shape(self) -> tuple[int, ...]:
+        """Shape of one memory entry's value: the continuous prompt [T, d]."""
+        return (self.network.config.prompt_length, self.network.config.llm_width)
 
     def load_memory(self, path: str | os.PathLike, model) -> None:
         """Replace this editor's memory by one saved with `memory.save` for this model."""
@@ -266,21 +278,26 @@ class RetrievalEditor:
             path, expect_llm=identity, expect_key_width=self.network.config.width,
             expect_encoder=self.encoder.identity(), expect_network=self.network_identity,
         )
-        self.memory, self._store = memory, KnowledgeStore(self.network, self.encoder, memory)
+        if memory.value_shape != self.value_shape():
+            # e.g. an `ike` memory (no values) opened by `medrek`, which shares its network.
+            raise CheckpointError(
+                f"{path} holds values of shape {memory.value_shape}, but the {self.name} editor "
+                f"stores {self.value_shape()}; open it with the editor that saved it."
+            )
+        self.memory, self._store = memory, self.store_type(self.network, self.encoder, memory)
 
     def load_saved(self, folder: str | os.PathLike, model, tok) -> RetrievalApplied:
         """The edit `RetrievalApplied.save` wrote to `folder`, live on `model`; the handle holds
         every loaded entry (its `undo()` empties the memory)."""
         self.load_memory(Path(folder) / MEMORY_FILE, model)
-        return RetrievalApplied(self.name, RetrievalScorer(model, tok, self._store, self.batch_size),
+        return RetrievalApplied(self.name, self.scorer_type(model, tok, self._store, self.batch_size),
                                 self.memory.ids)
 
     def _store_for(self, model) -> KnowledgeStore:
         identity = self.check_model(model)
         if self.memory is None:
-            config = self.network.config
             self.memory = EditMemory(
-                config.width, (config.prompt_length, config.llm_width),
+                self.network.config.width, self.value_shape(),
                 llm=identity, encoder=self.encoder.identity(), network=self.network_identity,
             )
         elif self.memory.llm != identity:
@@ -289,7 +306,7 @@ class RetrievalEditor:
                 f"not for {identity.describe()}."
             )
         if self._store is None or self._store.memory is not self.memory:
-            self._store = KnowledgeStore(self.network, self.encoder, self.memory)
+            self._store = self.store_type(self.network, self.encoder, self.memory)
         return self._store
 
     def check_model(self, model) -> ModelIdentity:

@@ -80,8 +80,9 @@ class EditMemory:
     ):
         if key_width < 1:
             raise ValueError(f"key_width must be positive, got {key_width}.")
-        if any(size < 1 for size in value_shape):
-            raise ValueError(f"value_shape must have positive sizes, got {tuple(value_shape)}.")
+        # A size may be 0: an in-context editor's entries carry no value, only key and statement.
+        if any(size < 0 for size in value_shape):
+            raise ValueError(f"value_shape must have non-negative sizes, got {tuple(value_shape)}.")
         if value_dtype not in _VALUE_DTYPES.values():
             raise ValueError(
                 f"value_dtype must be one of {sorted(_VALUE_DTYPES)}, got {value_dtype}."

@@ -114,11 +114,12 @@ class AttentionPromptEncoder(nn.Module):
         match_std = math.sqrt(self.MATCH_SCORE / math.sqrt(head_width))
         self.query_position = nn.Parameter(torch.randn(length, llm_width) * match_std)
         self.slot_position = nn.Parameter(torch.randn(slots, llm_width) * self.SLOT_KEY_STD)
-        copy_position = torch.randn(max(copy_tokens, 1), llm_width) * match_std
-        matched = min(length, copy_tokens)
-        for slot in range(matched):
-            copy_position[slot] = self.query_position.detach()[length - 1 - slot]
-        self.copy_position = nn.Parameter(copy_position)
+        self.copy_position = None  # without copy slots the prompt sees nothing of the LLM
+        if copy_tokens:
+            copy_position = torch.randn(copy_tokens, llm_width) * match_std
+            for slot in range(min(length, copy_tokens)):
+                copy_position[slot] = self.query_position.detach()[length - 1 - slot]
+            self.copy_position = nn.Parameter(copy_position)
         self.key = nn.Linear(llm_width, llm_width)
         self.value = nn.Linear(llm_width, llm_width)
         self.output = nn.Linear(llm_width, llm_width)

@@ -50,7 +50,6 @@ from retrieval.checkpoint import (
     tensor_checksum,
 )
 from retrieval.editor import RetrievalEditor
-from retrieval.evaluation import evaluate_batch, evaluate_retrieval, unedited_locality_argmax
 from retrieval.features import FeatureTable
 from retrieval.injection import prompted_forward, takes_position_ids
 from retrieval.memory import ModelIdentity
@@ -59,6 +58,12 @@ from retrieval.network import NetworkConfig, RetrievalNetwork, statement_text
 STATE_FORMAT = "editscope.retrieval_training_state"
 STATE_FILE = "state.safetensors"
 BEST_FILE = "best.safetensors"
+
+# Scores one editor on one benchmark's held-out edits: (editor, benchmark name, requests) ->
+# {"efficacy", "generality", "locality", "locality_mean", "retrieval": {"correct", "unwanted", ...}}.
+# The training command passes the comparison harness here, so validation numbers are the
+# suite's own; tests may pass anything of that shape.
+Evaluate = Callable[[RetrievalEditor, str, Sequence[EditRequest]], Mapping]
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,7 @@ class Trainer:
         config: TrainingConfig,
         run_dir: str | Path,
         llm_identity: ModelIdentity,
+        evaluate: Evaluate,
     ):
         self.network, self.encoder, self.llm, self.tok = network, encoder, llm, tok
         self.train_sets = {name: tuple(requests) for name, requests in train.items() if requests}
@@ -250,6 +256,7 @@ class Trainer:
         self.features, self.config = features, config
         self.run_dir = Path(run_dir)
         self.llm_identity = llm_identity
+        self.evaluate = evaluate
         self.encoder_identity = encoder.identity()
         encoder.eval().requires_grad_(False)
         llm.eval().requires_grad_(False)
@@ -263,7 +270,6 @@ class Trainer:
         self.seconds = 0.0
         self.history: dict[str, list] = {"loss": [], "validation": []}
         self.best: dict | None = None
-        self._unedited: dict[str, dict] = {}
         if (self.run_dir / STATE_FILE).is_file():
             self._load_state()
 
@@ -320,16 +326,13 @@ class Trainer:
         editor = RetrievalEditor(self.network, self.encoder, source="the network in training")
         report, scores = {"step": self.step}, []
         for name, requests in sorted(self.validation.items()):
+            evaluation = dict(self.evaluate(editor, name, requests))
+            report[name] = evaluation
             if self.config.train_prompts:
-                if name not in self._unedited:
-                    self._unedited[name] = unedited_locality_argmax(self.llm, self.tok, requests)
-                evaluation = evaluate_batch(editor, self.llm, self.tok, requests, self._unedited[name])
-                report[name] = evaluation.to_json()
-                scores.append((evaluation.efficacy + evaluation.generality + evaluation.locality_mean) / 3)
+                scores.append((evaluation["efficacy"] + evaluation["generality"] + evaluation["locality_mean"]) / 3)
             else:
-                rates = evaluate_retrieval(editor, self.llm, self.tok, requests)
-                report[name] = {"retrieval": vars(rates)}
-                scores.append((rates.correct + 1 - rates.unwanted) / 2)
+                rates = evaluation["retrieval"]
+                scores.append((rates["correct"] + 1 - rates["unwanted"]) / 2)
         report["score"] = sum(scores) / len(scores)
         return report
 

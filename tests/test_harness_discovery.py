@@ -36,8 +36,8 @@ def only_builds(monkeypatch, *buildable):
     monkeypatch.setattr(discovery, "make_named_editor", make)
 
 
-def test_every_weight_editor_and_both_retrieval_editors_are_named():
-    assert EDITOR_NAMES == (*editor_names(), "recipe", "medrek")
+def test_every_weight_editor_and_every_retrieval_editor_is_named():
+    assert EDITOR_NAMES == (*editor_names(), "recipe", "medrek", "medrek_copy", "ike")
 
 
 def test_the_full_line_up_builds_what_exists_and_says_why_the_rest_cannot(monkeypatch, tiny_llama):
@@ -58,7 +58,7 @@ def test_build_editor_names_the_missing_editor(monkeypatch, tiny_llama):
     only_builds(monkeypatch, "memit")
     assert build_editor("memit", model).name == "memit"
     with pytest.raises(EditorUnavailable, match="Editor 'rome' is not available: no registry knows an editor "
-                                                r"called 'rome' \(buildable: alphaedit, ft_l, medrek, "):
+                                                r"called 'rome' \(buildable: alphaedit, ft_l, ike, medrek, "):
         build_editor("rome", model)
     with pytest.raises(EditorUnavailable, match="'medrek' cannot be built: MissingData: no checkpoint for medrek"):
         build_editor("medrek", model)

@@ -12,7 +12,8 @@ from lm.scoring import LMScorer, output_logits, pad_sequences
 from retrieval.checkpoint import CheckpointError, load_network, save_network
 from retrieval.editor import RetrievalEditor
 from retrieval.injection import prepend_prompts, prompted_generate, prompted_hidden
-from retrieval.medrek import new_medrek
+from retrieval.incontext import InContextEditor
+from retrieval.medrek import new_medrek, new_medrek_copy
 from retrieval.memory import MemoryFormatError, NetworkIdentity
 from retrieval.recipe import new_recipe
 
@@ -32,11 +33,13 @@ def encoder():
     return tiny_encoder()
 
 
-@pytest.fixture(params=["recipe", "medrek"])
+@pytest.fixture(params=["recipe", "medrek", "medrek_copy", "ike"])
 def editor(request, encoder, llm):
-    make = new_recipe if request.param == "recipe" else new_medrek
-    extra = {} if request.param == "recipe" else {"heads": 4}
-    return RetrievalEditor(make(encoder, llm, width=32, **extra), encoder)
+    if request.param == "recipe":
+        return RetrievalEditor(new_recipe(encoder, llm, width=32), encoder)
+    make = new_medrek_copy if request.param == "medrek_copy" else new_medrek
+    network = make(encoder, llm, width=32, heads=4)
+    return (InContextEditor if request.param == "ike" else RetrievalEditor)(network, encoder)
 
 
 def batch(tok, texts, side, device="cpu"):
@@ -141,7 +144,7 @@ def test_memory_save_load_round_trip_gives_identical_retrievals(tok, llm, encode
     queries = [r.prompt for r in requests()] + [r.rephrase_prompts[0] for r in requests()] + TEXTS
     path = tmp_path / "memory.safetensors"
     editor.memory.save(path)
-    fresh = RetrievalEditor(editor.network, encoder)
+    fresh = type(editor)(editor.network, encoder)
     fresh.load_memory(path, llm)
     reloaded = fresh.apply(llm, tok, requests()[:1])
     reloaded.undo()  # exercise the reloaded memory through the normal seam
