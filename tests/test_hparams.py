@@ -54,7 +54,8 @@ def test_editor_specific_classes_and_defaults():
     assert isinstance(load_hparams("memit-merge", "llama"), MergeHparams)
     alpha = load_hparams("AlphaEdit", "gpt2")
     assert isinstance(alpha, AlphaEditHparams)
-    assert (alpha.nullspace_threshold, alpha.alpha) == (2e-2, 10.0)
+    assert (alpha.nullspace_rule, alpha.nullspace_energy, alpha.alpha) == ("energy", 0.01, 10.0)
+    assert alpha.nullspace_threshold == 2e-2  # the reference's absolute rule, by option
     assert isinstance(load_hparams("ft_l", "gptj"), FtHparams)
 
 
@@ -125,6 +126,7 @@ def test_unknown_editor_and_model_type():
 
 
 VALID_FILE = """[llama]
+tuned_on = { model = "tiny", benchmark = "counterfact" }
 layers = [2, 3]
 v_num_grad_steps = 5
 v_lr = 0.5
