@@ -79,6 +79,11 @@ class Hparams:
         """Every layer whose weights the editor rewrites."""
         raise NotImplementedError
 
+    def tuning_axes(self, num_layers: int) -> tuple["TuningAxis", ...]:
+        """The few settings `editscope tune` searches, each with candidates around the current
+        value (relative, so they suit any model's scale), cheapest to change first."""
+        return ()
+
     def check_fits(self, num_layers: int) -> None:
         """Refuse layers the model does not have (the files cannot know the model's depth)."""
         too_deep = [layer for layer in self.edited_layers if layer >= num_layers]
@@ -87,6 +92,32 @@ class Hparams:
                 f"Layer {too_deep[0]} is out of range for a model with {num_layers} layers; "
                 "override the layers for this model."
             )
+
+
+@dataclass(frozen=True)
+class TuningAxis:
+    """One searched setting: the field and the values tried (the current value among them)."""
+
+    field: str
+    values: tuple[Any, ...]
+
+
+def _scaled(value: float, factors: Sequence[float]) -> tuple[float, ...]:
+    return tuple(dict.fromkeys(float(f"{value * factor:.4g}") for factor in factors))
+
+
+def _layer_windows(layers: tuple[int, ...], num_layers: int) -> tuple[tuple[int, ...], ...]:
+    """The window itself, shifted one layer down and up (l* moves: new value vectors), one
+    layer narrower and one wider at the bottom (l* stays: the value vectors are reused)."""
+    first, last = layers[0], layers[-1]
+    windows = (layers, tuple(range(first - 1, last)), tuple(range(first + 1, last + 2)),
+               tuple(range(first + 1, last + 1)), tuple(range(first - 1, last + 1)))
+    return tuple(dict.fromkeys(w for w in windows if w and w[0] >= 0 and w[-1] < num_layers))
+
+
+def _value_axes(hparams: "ValueOptimisationHparams") -> tuple[TuningAxis, ...]:
+    return (TuningAxis("v_lr", _scaled(hparams.v_lr, (1, 0.5, 2))),
+            TuningAxis("v_num_grad_steps", (hparams.v_num_grad_steps, 2 * hparams.v_num_grad_steps)))
 
 
 def _positive(value: float) -> bool:
@@ -159,6 +190,11 @@ class MemitHparams(ValueOptimisationHparams):
     mom2_update_weight: float
     spread_rule: SpreadRule = "linear"
 
+    def tuning_axes(self, num_layers: int) -> tuple[TuningAxis, ...]:
+        # λ and the lower layers only change the closed-form solve (cheap: values are reused).
+        return (TuningAxis("mom2_update_weight", _scaled(self.mom2_update_weight, (1, 1 / 3, 3))),
+                TuningAxis("layers", _layer_windows(self.layers, num_layers)), *_value_axes(self))
+
     def _constraints(self) -> list[Constraint]:
         return super()._constraints() + [("mom2_update_weight", _non_negative, "non-negative")]
 
@@ -230,6 +266,11 @@ class AlphaEditHparams(ValueOptimisationHparams):
     nullspace_threshold: float = 2e-2
     alpha: float = 10.0
 
+    def tuning_axes(self, num_layers: int) -> tuple[TuningAxis, ...]:
+        shares = (self.nullspace_energy, 0.001, 0.003, 0.03, 0.1)
+        return (TuningAxis("nullspace_energy", tuple(dict.fromkeys(shares))),
+                TuningAxis("layers", _layer_windows(self.layers, num_layers)), *_value_axes(self))
+
     @property
     def nullspace_value(self) -> float:
         """The parameter of the chosen rule."""
@@ -256,6 +297,12 @@ class FtHparams(Hparams):
     @property
     def edited_layers(self) -> tuple[int, ...]:
         return (self.layer,)
+
+    def tuning_axes(self, num_layers: int) -> tuple[TuningAxis, ...]:
+        layers = tuple(layer for layer in (self.layer, self.layer - 1, self.layer + 1) if 0 <= layer < num_layers)
+        return (TuningAxis("norm_constraint", _scaled(self.norm_constraint, (1, 0.5, 2))),
+                TuningAxis("lr", _scaled(self.lr, (1, 1 / 3, 3))), TuningAxis("layer", layers),
+                TuningAxis("steps", (self.steps, 2 * self.steps)))
 
     def _constraints(self) -> list[Constraint]:
         return super()._constraints() + [

@@ -24,7 +24,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from editors.hparams import (
     DEFAULT_HPARAMS_DIR, EDITOR_HPARAMS, TUNED_ON, Hparams, HparamsError, TunedOn, ValueLayer, build_hparams,
@@ -57,6 +57,33 @@ class ChosenHparams:
     hparams: Hparams
     tuned_on: TunedOn
     sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HparamsRequest:
+    """What a run asks of the weight editors' hyper-parameters beyond their names: the benchmark
+    whose table applies (None: the family defaults), and hyper-parameter files, each applying
+    to the editor it names (at most one per editor)."""
+
+    benchmark: str | None = None
+    files: tuple[HparamsFile, ...] = ()
+
+    def __post_init__(self) -> None:
+        editors = [file.editor for file in self.files]
+        twice = sorted({editor for editor in editors if editors.count(editor) > 1})
+        if twice:
+            raise HparamsError(f"Two hyper-parameter files for {twice[0]}; give one per editor.")
+
+    def file_for(self, editor_name: str) -> HparamsFile | None:
+        """The file for a plain editor name ("memit"); a named setting brings its own file."""
+        return next((file for file in self.files if file.editor == editor_name), None)
+
+    def check_editors(self, names: Sequence[str]) -> None:
+        """Refuse a file for an editor the run does not include."""
+        for file in self.files:
+            if file.editor not in names:
+                raise HparamsError(f"{file.path} holds hyper-parameters for {file.editor}, which this run "
+                                   f"does not include (editors: {', '.join(names)}).")
 
 
 def split_setting(name: str) -> tuple[str, str | None]:

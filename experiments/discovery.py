@@ -9,12 +9,14 @@ comparison of the others.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from editors import registry as weight_editors
-from editors.hparams import EDITOR_HPARAMS, ValueOptimisationHparams
+from editors.hparams import EDITOR_HPARAMS, HparamsError, ValueOptimisationHparams
+from editors.hparams_files import HparamsRequest, setting_path, split_setting
 from editors.protocol import Editor
 from experiments.identity import IdentityEditor
+from lm.loading import model_fingerprint
 
 RETRIEVAL_EDITORS = ("recipe", "medrek")
 EDITOR_NAMES = (*weight_editors.editor_names(), *RETRIEVAL_EDITORS)
@@ -64,18 +66,55 @@ def is_key_value_editor(name: str) -> bool:
     return entry is not None and issubclass(entry[1], ValueOptimisationHparams)
 
 
-def build_lineup_editor(name: str, model: Any, key_value_overrides: Mapping[str, Any] | None = None) -> Editor:
-    """A line-up member by name: "unedited" is the reference; `key_value_overrides` (e.g.
-    key_token) go into the hyper-parameters of the key–value editors only. Raises
-    `EditorUnavailable` when the editor cannot be built."""
+def build_lineup_editor(name: str, model: Any, key_value_overrides: Mapping[str, Any] | None = None,
+                        hparams: HparamsRequest | None = None) -> Editor:
+    """A line-up member by name: "unedited" is the reference; "editor@setting" a weight editor
+    with a shipped named setting. `key_value_overrides` (e.g. key_token) go into the
+    hyper-parameters of the key–value editors only; `hparams` chooses the weight editors'
+    benchmark table and files. Raises `EditorUnavailable` when the editor cannot be built, and
+    `HparamsError` (a usage error) for hyper-parameters that do not fit it."""
     if name == IdentityEditor.name:
         return IdentityEditor()
-    if not (key_value_overrides and is_key_value_editor(name)):
+    editor, setting = split_setting(name)
+    if editor not in weight_editors.EDITORS:
         return build_editor(name, model)
+    hparams = hparams or HparamsRequest()
+    overrides = key_value_overrides if is_key_value_editor(editor) else None
     try:
-        return weight_editors.make_editor(name, model, key_value_overrides)
+        return weight_editors.make_editor(name, model, overrides, benchmark=hparams.benchmark,
+                                          hparams_file=None if setting else hparams.file_for(editor))
+    except HparamsError:
+        raise
     except Exception as error:  # noqa: BLE001 - as build_editor: any failure means "cannot be built"
         raise EditorUnavailable(f"Editor {name!r} cannot be built: {error}") from error
+
+
+def check_lineup_name(name: str) -> None:
+    """Refuse (one-sentence ValueError) a name that is neither a line-up name nor a weight
+    editor with a shipped setting ("memit_merge@memit_budget")."""
+    editor, setting = split_setting(name)
+    if editor not in LINEUP_NAMES:
+        raise EditorUnavailable(f"Unknown editor {name}; choose from all, {', '.join(LINEUP_NAMES)}.")
+    if setting is not None:
+        if editor not in weight_editors.EDITORS:
+            raise HparamsError(f"{editor} has no hyper-parameter settings, so {name} names nothing.")
+        setting_path(editor, setting)
+
+
+def defaults_note(names: Sequence[str], model: Any, key_value_overrides: Mapping[str, Any] | None = None,
+                  hparams: HparamsRequest | None = None) -> str | None:
+    """One line when the hyper-parameters of the weight editors among `names` were tuned on
+    another model than `model` (None when they were tuned on it, or no weight editor runs)."""
+    hparams = hparams or HparamsRequest()
+    chosen = {}
+    for name in names:
+        editor, setting = split_setting(name)
+        if editor in weight_editors.EDITORS:
+            overrides = key_value_overrides if is_key_value_editor(editor) else None
+            chosen[name] = weight_editors.choose_editor_hparams(
+                name, model, overrides, benchmark=hparams.benchmark,
+                hparams_file=None if setting else hparams.file_for(editor))
+    return weight_editors.tuned_elsewhere_note(chosen, model_fingerprint(model)) if chosen else None
 
 
 def make_named_editor(name: str, model: Any) -> Editor:

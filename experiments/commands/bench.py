@@ -48,10 +48,17 @@ def medical_command(benchmark_text, batch_text, edits, sweep: SweepArguments):
     out = sweep.console(rank)
     with usage_errors():
         edit_sets = [sweep_edits(benchmark, sizes, edits, sweep.seed, None, "--batch") for benchmark in benchmarks]
+        requests = [sweep.hparams(edit_set.dataset.benchmark) for edit_set in edit_sets]
         model, tok = load(sweep.model_name)
-        lineup = line_up(names, model, out)
-        jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+        # One line-up per benchmark: each benchmark's own hyper-parameter tables apply to it.
+        jobs, records = [], []
+        for edit_set, hparams in zip(edit_sets, requests):
+            lineup = line_up(names, model, out, hparams=hparams)
+            mine = batch_size_jobs(lineup, edit_set, sizes)
+            done = run_jobs(mine, lineup, model, tok, sweep.settings, rank, out,
+                            plan=sweep.worker_plan(len(mine), hparams=hparams))
+            jobs += mine
+            records = None if done is None else [*records, *done]
     if records is None:
         return
     for edit_set in edit_sets:

@@ -6,7 +6,8 @@ import click
 
 from covariance.distributed import Rank
 from experiments.commands.common import (
-    model_option, output_options, publish, requested_editors, seed_option, usage_errors, workers_option,
+    hparams_option, hparams_request, model_option, output_options, publish, requested_editors, seed_option,
+    usage_errors, workers_option,
 )
 from experiments.commands.sweep import line_up, run_jobs
 from experiments.commands.sweep_options import worker_plan
@@ -32,12 +33,13 @@ BENCHMARK_HELP = "medcfpp, medcf, medversa, counterfact, zsre, or a path to a JS
               show_default=True, help="New tokens per fluency continuation.")
 @click.option("--perplexity-tokens", type=click.IntRange(min=0), default=Settings.perplexity_tokens,
               show_default=True, help="Held-out WikiText-2 tokens for perplexity (0: off).")
+@hparams_option
 @model_option
 @seed_option
 @workers_option
 @output_options
 def compare_command(editor_list, benchmark, split, batch_size, fluency_prompts, fluency_tokens,
-                    perplexity_tokens, model_name, seed, workers, quiet, as_json, reports_dir):
+                    perplexity_tokens, hparams_files, model_name, seed, workers, quiet, as_json, reports_dir):
     """Run every editor on the same batch of edits and compare them in one table and report."""
     if batch_size <= 0:
         fail(f"--batch must be a positive number of edits, not {batch_size}.")
@@ -47,14 +49,15 @@ def compare_command(editor_list, benchmark, split, batch_size, fluency_prompts, 
         settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
                             perplexity_tokens=perplexity_tokens)
         edits = draw_edits(benchmark, batch_size, seed, split)
+        hparams = hparams_request(hparams_files, edits.dataset.benchmark, names)
         model, tok = load(model_name)
-        lineup = line_up(names, model, out)
+        lineup = line_up(names, model, out, hparams=hparams)
         jobs = [Job(name, edits, batch_size) for name in lineup]
         records = run_jobs(jobs, lineup, model, tok, settings, Rank(), out,
-                           plan=worker_plan(workers, len(jobs), model_name, settings))
+                           plan=worker_plan(workers, len(jobs), model_name, settings, hparams=hparams))
     out.print(comparison_table(records, f"{len(edits.requests)} edits from {edits.dataset.benchmark} "
                                      f"({edits.dataset.split or 'file'}), batch {batch_size}, seed {seed}"))
     arguments = dict(editors=editor_list, benchmark=benchmark, split=split, batch=batch_size, model=model_name,
                      seed=seed, fluency_prompts=fluency_prompts, fluency_tokens=fluency_tokens,
-                     perplexity_tokens=perplexity_tokens)
+                     perplexity_tokens=perplexity_tokens, hparams=[str(file.path) for file in hparams_files])
     publish("compare", arguments, records, out, reports_dir, as_json)

@@ -8,9 +8,10 @@ import click
 
 from data.benchmarks import load_benchmark
 from experiments.collisions import close_key_pairs, same_subject_pairs
-from experiments.commands.common import model_option, usage_errors
+from experiments.commands.common import hparams_option, hparams_request, model_option, usage_errors
 from experiments.console import console, fail
-from experiments.discovery import build_editor
+from editors.hparams_files import split_setting
+from experiments.discovery import EDITOR_NAMES, build_lineup_editor, check_lineup_name, defaults_note
 from lm.files import atomic_directory
 from lm.loading import load
 
@@ -26,24 +27,34 @@ MAX_LISTED = 10
 @click.option("--key-threshold", type=float, default=0.05, show_default=True,
               help="Keys closer than this × the mean key norm at the last edit layer count as colliding.")
 @click.option("--force", is_flag=True, help="Apply even when requests collide.")
+@hparams_option
 @model_option
 @click.option("--quiet", is_flag=True)
-def edit_command(requests_file, editor_name, save_dir, key_threshold, force, model_name, quiet):
+def edit_command(requests_file, editor_name, save_dir, key_threshold, force, hparams_files, model_name, quiet):
     """Diagnose key collisions, then apply the edits and save the result to --save."""
     out = console(quiet)
     target = Path(save_dir)
     if target.exists():
         fail(f"--save {save_dir} already exists; choose a new folder.")
+    name = editor_name.strip().lower()
+    if split_setting(name)[0] not in EDITOR_NAMES:
+        fail(f"Unknown editor {editor_name!r}; choose one of {', '.join(EDITOR_NAMES)}.")
     with usage_errors():
+        check_lineup_name(name)
         requests = load_benchmark(requests_file)
+        # The benchmark tables of the requests' format apply (e.g. the medical ones to MedCF records).
+        hparams = hparams_request(hparams_files, requests[0].metadata.get("benchmark"), [name])
         model, tok = load(model_name)
-        editor = build_editor(editor_name, model)
+        editor = build_lineup_editor(name, model, hparams=hparams)
+        note = defaults_note([editor.name], model, hparams=hparams)
+        if note:
+            out.print(f"[yellow]Note:[/yellow] {note}")
         hparams = getattr(editor, "hparams", None)
         collisions = same_subject_pairs(requests)
         if hparams is not None and hasattr(hparams, "layers"):
             collisions += close_key_pairs(model, tok, requests, hparams.layers[-1], key_threshold,
                                           getattr(hparams, "key_token", "subject_last"))
-    if collisions and not force and editor.name not in ("memit_merge", "recipe", "medrek"):
+    if collisions and not force and split_setting(editor.name)[0] not in ("memit_merge", "recipe", "medrek"):
         listed = "; ".join(c.sentence() for c in collisions[:MAX_LISTED])
         more = f" and {len(collisions) - MAX_LISTED} more" if len(collisions) > MAX_LISTED else ""
         fail(f"{len(collisions)} colliding pair(s): {listed}{more}. Key-value editors map one key to one value, "

@@ -69,10 +69,12 @@ def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments)
         model, tok = load(sweep.model_name)
         akd_layer = load_hparams("memit", model.config.model_type).last_layer
         overrides = {"key_token": key_token} if key_token else None
-        lineup = line_up(names, model, out, overrides)
+        hparams = sweep.hparams("counterfact")
+        lineup = line_up(names, model, out, overrides, hparams)
         jobs = [Job(name, edits, len(edits.requests), label=label)
                 for name in lineup for label, edits in edit_sets]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs), overrides))
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                           plan=sweep.worker_plan(len(jobs), overrides, hparams))
         if records is None:
             return
         akd = job_akd_entries(jobs, model, tok, [akd_layer], key_token or "subject_last")
@@ -149,10 +151,12 @@ def batch_sweep_command(benchmark, split, batch_sizes, edits, sweep: SweepArgume
     out = sweep.console(rank)
     with usage_errors():
         edit_set = sweep_edits(benchmark, sizes, edits, sweep.seed, split, "--batch-sizes")
+        hparams = sweep.hparams(edit_set.dataset.benchmark)
         model, tok = load(sweep.model_name)
-        lineup = line_up(names, model, out)
+        lineup = line_up(names, model, out, hparams=hparams)
         jobs = batch_size_jobs(lineup, edit_set, sizes)
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                           plan=sweep.worker_plan(len(jobs), hparams=hparams))
     if records is None:
         return
     where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or 'file'})"
@@ -181,10 +185,12 @@ def sequential_command(steps, batch_size, benchmark, split, sweep: SweepArgument
     out = sweep.console(rank)
     with usage_errors():
         edit_set = draw_edits(benchmark, steps * batch_size, sweep.seed, split)
+        hparams = sweep.hparams(edit_set.dataset.benchmark)
         model, tok = load(sweep.model_name)
-        lineup = line_up(names, model, out)
+        lineup = line_up(names, model, out, hparams=hparams)
         jobs = [Job(name, edit_set, batch_size, mode="sequential") for name in lineup]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                           plan=sweep.worker_plan(len(jobs), hparams=hparams))
     if records is None:
         return
     for record in records:
