@@ -19,7 +19,7 @@ from data.benchmarks import BENCHMARKS
 from experiments.commands.common import model_option, seed_option, usage_errors
 from experiments.console import console, fail
 
-DEFAULT_RECORDS = 40
+DEFAULT_RECORDS = 20
 
 
 @click.command("tune")
