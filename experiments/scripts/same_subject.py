@@ -31,10 +31,10 @@ from editors.akd import batch_akd
 from editors.hparams import load_hparams
 from editors.registry import make_editor
 from experiments.console import console, fail, progress_bar
-from experiments.scripts.tuning_scores import efficacy_and_generality
 from lm.files import write_json_atomic
 from lm.loading import load
 from lm.scoring import LMScorer
+from metrics.efficacy import efficacy_score, token_accuracy
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,22 @@ def natural_table(rows: list[dict[str, Any]]) -> Table:
                           f"{row['efficacy_score']:.2f}", f"{row['generality_accuracy']:.2f}", f"{row['seconds']:.0f}")
     return table
 
+
+
+def efficacy_and_generality(scorer, requests) -> dict[str, float]:
+    """Token accuracy and P(new) > P(old) on the edit prompts and on their first rephrasings."""
+    prompts = [r.prompt for r in requests]
+    rephrased = [r.rephrase_prompts[0] for r in requests]
+    new = scorer.score(prompts, [r.target_new for r in requests])
+    old = scorer.score(prompts, [r.target_true for r in requests])
+    new_g = scorer.score(rephrased, [r.target_new for r in requests])
+    old_g = scorer.score(rephrased, [r.target_true for r in requests])
+    return {
+        "efficacy_accuracy": token_accuracy(new),
+        "efficacy_score": efficacy_score(new, old),
+        "generality_accuracy": token_accuracy(new_g),
+        "generality_score": efficacy_score(new_g, old_g),
+    }
 
 if __name__ == "__main__":
     main()
