@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from data.benchmarks import load_benchmark
 from experiments.collisions import close_key_pairs, same_subject_pairs
@@ -48,7 +49,7 @@ def edit_command(requests_file, editor_name, save_dir, key_threshold, force, hpa
         editor = build_lineup_editor(name, model, hparams=hparams)
         note = defaults_note([editor.name], model, hparams=hparams)
         if note:
-            out.print(f"[yellow]Note:[/yellow] {note}")
+            out.print(f"[yellow]Note:[/yellow] {escape(note)}")
         hparams = getattr(editor, "hparams", None)
         collisions = same_subject_pairs(requests)
         if hparams is not None and hasattr(hparams, "layers"):

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch.distributed as dist
 from rich.console import Console
+from rich.markup import escape
 
 from covariance.distributed import Rank
 from data.batches import BatchError
@@ -64,7 +65,7 @@ def line_up(names: tuple[str, ...] | None, model: Any, out: Console,
             out.print(f"[yellow]skipped {name}[/yellow]: {why}")
     note = defaults_note(list(lineup), model, key_value_overrides, hparams)
     if note:
-        out.print(f"[yellow]Note:[/yellow] {note}")
+        out.print(f"[yellow]Note:[/yellow] {escape(note)}")
     return lineup
 
 

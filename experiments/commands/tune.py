@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -81,8 +82,8 @@ def tune_command(editor_name, benchmark, split, records, objective, out_path, st
         setup = TuningSetup(editor, fingerprint, edits.dataset.benchmark, edits.dataset.split, records, seed,
                             edits.record_indices, start.hparams.to_dict())
         log = TrialLog(trials_path, setup)
-    out.print(f"Tuning {editor} on {records} {edits.dataset.benchmark} {edits.dataset.split or 'file'} records "
-              f"(seed {seed}), objective: {OBJECTIVES[objective][0]}; starting from {', '.join(start.sources)}.")
+    out.print(escape(f"Tuning {editor} on {records} {edits.dataset.benchmark} {edits.dataset.split or 'file'} records "
+              f"(seed {seed}), objective: {OBJECTIVES[objective][0]}; starting from {', '.join(start.sources)}."))
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[state]}"), TimeElapsedColumn())
@@ -116,7 +117,7 @@ def tune_command(editor_name, benchmark, split, records, objective, out_path, st
     with atomic_path(out_path) as tmp:
         tmp.write_text(hparams_file_text(editor, final.hparams.to_dict(), tuned_on, comment))
     out.print(_table(trials, objective, best))
-    out.print(f"Wrote {out_path}: use it with --hparams {out_path} on compare, stress, bench or edit.")
+    out.print(escape(f"Wrote {out_path}: use it with --hparams {out_path} on compare, stress, bench or edit."))
 
 
 def _run_trial(editor, model, tok, edits, settings, start_file, on_stage):
