@@ -267,8 +267,11 @@ class AlphaEditHparams(ValueOptimisationHparams):
     alpha: float = 10.0
 
     def tuning_axes(self, num_layers: int) -> tuple[TuningAxis, ...]:
+        # The share and α only change the projected solve (cheap: the values are reused); α, like
+        # the reference's τ, was set for Llama-3-8B's key scale, so it is searched too.
         shares = (self.nullspace_energy, 0.001, 0.003, 0.03, 0.1)
         return (TuningAxis("nullspace_energy", tuple(dict.fromkeys(shares))),
+                TuningAxis("alpha", _scaled(self.alpha, (1, 0.1, 0.01))),
                 TuningAxis("layers", _layer_windows(self.layers, num_layers)), *_value_axes(self))
 
     @property

@@ -108,3 +108,29 @@ def test_usage_errors_are_one_sentence_and_exit_2(tmp_path, args, sentence):
     assert result.exit_code == 2, result.output
     assert sentence in result.output
     assert result.output.count("Error") == 1
+
+
+def test_a_named_setting_is_its_own_row_with_its_own_values(tiny):
+    from rich.console import Console
+
+    from experiments.commands.sweep import line_up
+
+    model, _ = tiny
+    lineup = line_up(("memit", "memit_merge", "memit_merge@memit_budget"), model, Console(quiet=True))
+    own, budget = lineup["memit_merge"], lineup["memit_merge@memit_budget"]
+    assert budget.name == "memit_merge@memit_budget" and own.name == "memit_merge"
+    memit = lineup["memit"].hparams
+    assert (budget.hparams.shared_v_num_grad_steps, budget.hparams.shared_v_lr) == (memit.v_num_grad_steps, memit.v_lr)
+    assert own.hparams.shared_v_num_grad_steps != memit.v_num_grad_steps
+
+
+def test_the_note_appears_for_a_model_the_defaults_were_not_tuned_on(tiny):
+    from rich.console import Console
+
+    from experiments.commands.sweep import line_up
+
+    model, _ = tiny
+    out = Console(record=True, width=400)
+    line_up(("memit",), model, out)
+    text = out.export_text()
+    assert text.count("were tuned on") == 1 and "editscope tune" in text
