@@ -75,14 +75,11 @@ def build_lineup_editor(name: str, model: Any, key_value_overrides: Mapping[str,
     `HparamsError` (a usage error) for hyper-parameters that do not fit it."""
     if name == IdentityEditor.name:
         return IdentityEditor()
-    editor, setting = split_setting(name)
-    if editor not in weight_editors.EDITORS:
+    if split_setting(name)[0] not in weight_editors.EDITORS:
         return build_editor(name, model)
-    hparams = hparams or HparamsRequest()
-    overrides = key_value_overrides if is_key_value_editor(editor) else None
+    overrides, choice = _weight_editor_choice(name, key_value_overrides, hparams)
     try:
-        return weight_editors.make_editor(name, model, overrides, benchmark=hparams.benchmark,
-                                          hparams_file=None if setting else hparams.file_for(editor))
+        return weight_editors.make_editor(name, model, overrides, **choice)
     except HparamsError:
         raise
     except Exception as error:  # noqa: BLE001 - as build_editor: any failure means "cannot be built"
@@ -105,16 +102,22 @@ def defaults_note(names: Sequence[str], model: Any, key_value_overrides: Mapping
                   hparams: HparamsRequest | None = None) -> str | None:
     """One line when the hyper-parameters of the weight editors among `names` were tuned on
     another model than `model` (None when they were tuned on it, or no weight editor runs)."""
-    hparams = hparams or HparamsRequest()
     chosen = {}
     for name in names:
-        editor, setting = split_setting(name)
-        if editor in weight_editors.EDITORS:
-            overrides = key_value_overrides if is_key_value_editor(editor) else None
-            chosen[name] = weight_editors.choose_editor_hparams(
-                name, model, overrides, benchmark=hparams.benchmark,
-                hparams_file=None if setting else hparams.file_for(editor))
+        if split_setting(name)[0] in weight_editors.EDITORS:
+            overrides, choice = _weight_editor_choice(name, key_value_overrides, hparams)
+            chosen[name] = weight_editors.choose_editor_hparams(name, model, overrides, **choice)
     return weight_editors.tuned_elsewhere_note(chosen, model_fingerprint(model)) if chosen else None
+
+
+def _weight_editor_choice(name: str, key_value_overrides: Mapping[str, Any] | None,
+                          hparams: HparamsRequest | None) -> tuple[Mapping[str, Any] | None, dict[str, Any]]:
+    """A weight editor's overrides and the `benchmark` / `hparams_file` arguments of
+    `make_editor`: a named setting brings its own file, a plain name takes the run's file for it."""
+    editor, setting = split_setting(name)
+    hparams = hparams or HparamsRequest()
+    overrides = key_value_overrides if is_key_value_editor(editor) else None
+    return overrides, {"benchmark": hparams.benchmark, "hparams_file": None if setting else hparams.file_for(editor)}
 
 
 def make_named_editor(name: str, model: Any) -> Editor:
