@@ -11,8 +11,10 @@ from experiments.commands.lazy_group import LazyGroup
 # imports (scipy, transformers, the harness).
 COMMANDS = {
     "akd": "experiments.commands.akd:akd_command",
+    "ask": "experiments.commands.ask:ask_command",
     "bench": "experiments.commands.bench:bench_command",
     "compare": "experiments.commands.compare:compare_command",
+    "convert": "experiments.commands.convert:convert_command",
     "covariance": "experiments.commands.covariance:covariance_command",
     "edit": "experiments.commands.edit:edit_command",
     "report": "experiments.commands.report:report_command",

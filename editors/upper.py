@@ -141,7 +141,7 @@ def capture_upper_state(model: nn.Module, adapter: ArchAdapter, batch: SplitBatc
     finally:
         for handle in handles:
             handle.remove()
-    cache = output.past_key_values
+    cache = output.cache
     width_p = batch.prefix_width
     kv = tuple(
         (layer.keys[..., :width_p, :].detach(), layer.values[..., :width_p, :].detach())
@@ -232,7 +232,9 @@ def run_upper(model: nn.Module, adapter: ArchAdapter, state: UpperState) -> torc
     batch = state.batch
     width_p = batch.prefix_width
     cache = _prefix_cache(state)
-    extra = {"past_key_values": cache} if cache is not None else {}
+    # `cache` is transformers' current name for the key/value cache argument (5.x; the older
+    # `past_key_values` is deprecated and prints a warning on every call).
+    extra = {"cache": cache} if cache is not None else {}
     with _starting_at(model, adapter, state):
         output = base_model(model)(
             input_ids=batch.input_ids[:, width_p:],

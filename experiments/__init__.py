@@ -4,7 +4,7 @@ report rendering. The only place that combines editors, data and metrics.
 Owns: the harness (`harness`: single / batch / sequential runs of any editor), what it scores
 (`scoring`, `aggregate`), the cached unedited references (`baseline`, `heldout`), result
 records (`records`), edit sets and provenance (`edit_sets`, `environment`), the unedited
-baseline editor (`identity`), editor discovery (`discovery`), tables (`tables`), CLI commands
-(`commands`) and runnable comparisons (`scripts`). Must not touch: editor internals (only the
+baseline editor (`identity`), editor discovery (`discovery`), tables (`tables`), saved edits and answers for `ask`
+(`saved_edits`, `answers`), CLI commands (`commands`) and runnable comparisons (`scripts`). Must not touch: editor internals (only the
 `Editor` / `Applied` seam), model weights other than through an editor, benchmark files.
 """

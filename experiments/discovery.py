@@ -50,8 +50,9 @@ def discover_editors(model: Any) -> Lineup:
 
 
 def build_editor(name: str, model: Any) -> Editor:
-    """The named editor for this model; `EditorUnavailable` says why when it cannot be built."""
-    if name not in EDITOR_NAMES:
+    """The named editor for this model (a weight editor may carry a named setting,
+    "memit_merge@memit_budget"); `EditorUnavailable` says why when it cannot be built."""
+    if split_setting(name)[0] not in EDITOR_NAMES:
         raise EditorUnavailable(f"Editor {name!r} is not available: no registry knows an editor called "
                                 f"{name!r} (buildable: {', '.join(sorted(EDITOR_NAMES))}).")
     try:

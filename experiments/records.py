@@ -120,6 +120,14 @@ class DatasetInfo:
     split: str | None
     file: str | None
     sha256: str
+    # What `experiments.edit_sets.cut_long_targets` did to the requests (absent from records
+    # written before it existed): the token cut (None: none applied), how many targets
+    # (target_new or target_true) and locality answers it cut, and how many requests have no
+    # old target (their P(new) > P(old) scores are absent).
+    max_target_tokens: int | None = None
+    targets_cut: int = 0
+    locality_answers_cut: int = 0
+    without_target_true: int = 0
 
 
 @dataclass(frozen=True)

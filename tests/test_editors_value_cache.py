@@ -122,7 +122,12 @@ def test_a_corrupt_or_foreign_file_is_recomputed_not_trusted(tiny_llama, root):
 
     info, steps, weights = apply_and_record(editor, model, tok, REQUESTS)
     assert info["value_groups_reused"] == 1 and steps > 0
-    assert all(torch.equal(clean_weights[name], weights[name]) for name in weights)
+    # The two groups are re-optimised in a batch of two instead of three; batched floating-point
+    # kernels may split their sums differently for another batch composition (and do on some
+    # CPUs), so the recomputed edit equals the clean one to rounding, not bit for bit. A trusted
+    # foreign file would give a different fact's value: far outside this tolerance.
+    for name in weights:
+        torch.testing.assert_close(weights[name], clean_weights[name], rtol=1e-4, atol=1e-5)
     info, steps, _ = apply_and_record(editor, model, tok, REQUESTS)  # both were rewritten
     assert info["value_groups_reused"] == len(REQUESTS) and steps == 0
 

@@ -29,14 +29,14 @@ from data.relations import infer_relations
 from editors.hparams import load_hparams, parse_layers
 from data.requests import EditRequest
 from editors.protocol import Editor
-from experiments.commands.common import usage_errors
+from experiments.commands.common import field_map_option, max_target_tokens_option, usage_errors
 from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.stress import SPLIT_HELP, subject_pair
 from experiments.commands.sweep import Job, job_akd_entries, line_up, run_jobs
 from experiments.commands.sweep_options import SweepArguments, sweep_options
 from experiments.console import fail
 from experiments.discovery import RETRIEVAL_EDITORS
-from experiments.edit_sets import edit_set_of
+from experiments.edit_sets import cut_long_targets, edit_set_of
 from experiments.records import RunRecord
 from experiments.report import correlation_entry
 from experiments.report.formatting import fixed, percent
@@ -94,15 +94,16 @@ def templated(request: EditRequest, relation: str, template: str, paraphrase: st
                    metadata={**request.metadata, "template": template})
 
 
-def experiment_batches(benchmark: str, split: str | None, size: int, seed: int) -> list[CompositionBatch]:
+def experiment_batches(benchmark: str, split: str | None, size: int, seed: int,
+                       fields: Any = None) -> list[CompositionBatch]:
     """The batches of one run, built before any model is loaded (one-sentence errors)."""
     if benchmark == "counterfact":
-        pool = load_benchmark("counterfact", split)
+        pool = load_benchmark("counterfact", split, fields)
         # Relations inferred from one split stay split (data.relations); both join them.
         relations = infer_relations(load_benchmark("counterfact", "train") + load_benchmark("counterfact", "test"))
         names = counterfact_relation_names()
     else:
-        pool = load_benchmark(benchmark, split)
+        pool = load_benchmark(benchmark, split, fields)
         relations, names = infer_relations(pool), None
     return composition_batches(subject_pair(pool, relations, size, seed, "--batch"), names)
 
@@ -163,13 +164,15 @@ def knowledge_keys(editor: Editor) -> Callable[[Sequence[EditRequest]], torch.Te
 @click.option("--benchmark", default="counterfact", show_default=True,
               help=BENCHMARK_HELP + " App. C templates need relation names, which only CounterFact has.")
 @click.option("--split", default=None, help=SPLIT_HELP)
+@field_map_option
+@max_target_tokens_option
 @click.option("--layers", "layer_text", default=None,
               help="Layers whose AKD is reported, e.g. 2-8 or 2,4,6 (default: MEMIT's edited layers "
                    "for the model's family).")
 @click.option("--batch", "batch_size", type=int, default=20, show_default=True,
               help="Edits per batch, one per relation (at most 24 for CounterFact).")
 @sweep_options(default_editors="memit")
-def akd_command(benchmark, split, layer_text, batch_size, sweep: SweepArguments):
+def akd_command(benchmark, split, fields, max_target_tokens, layer_text, batch_size, sweep: SweepArguments):
     """AKD per layer of batches with 0–100% shared subjects and in App. C's templates, each
     edited in batch mode, and the Spearman correlation of AKD with efficacy."""
     if batch_size < 2:
@@ -179,14 +182,15 @@ def akd_command(benchmark, split, layer_text, batch_size, sweep: SweepArguments)
     rank = current_rank()
     out = sweep.console(rank)
     with usage_errors():
-        batches = experiment_batches(benchmark, split, batch_size, sweep.seed)
+        batches = experiment_batches(benchmark, split, batch_size, sweep.seed, fields)
         model, tok = load(sweep.model_name)
         memit_layers = load_hparams("memit", model.config.model_type).layers
         layers = tuple(check_layers(model, layers)) if layers is not None else memit_layers
         label = batches[0].requests[0].metadata.get("benchmark", benchmark)
         hparams = sweep.hparams(label)
         lineup = line_up(names, model, out, hparams=hparams)
-        edit_sets = [edit_set_of(batch.requests, label, sweep.seed) for batch in batches]
+        edit_sets = [cut_long_targets(edit_set_of(batch.requests, label, sweep.seed), tok, max_target_tokens)
+                     for batch in batches]
         jobs = [Job(name, edits, batch_size, label=batch.label)
                 for name in lineup for batch, edits in zip(batches, edit_sets)]
         records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
@@ -204,7 +208,8 @@ def akd_command(benchmark, split, layer_text, batch_size, sweep: SweepArguments)
                 "akd_layers": {"reported": list(layers), "correlated": layer_of}}
     if high_similarity:
         analyses["high_similarity_samples"] = high_similarity
-    sweep.publish("akd", dict(benchmark=benchmark, split=split, layers=layer_text, batch=batch_size),
+    sweep.publish("akd", dict(benchmark=benchmark, split=split, fields=fields and fields.spec,
+                              max_target_tokens=max_target_tokens, layers=layer_text, batch=batch_size),
                   records, out, analyses)
 
 

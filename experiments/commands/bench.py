@@ -13,10 +13,11 @@ import click
 
 from covariance.distributed import current_rank
 from data.benchmarks import BENCHMARKS
-from experiments.commands.common import usage_errors
+from experiments.commands.common import field_map_option, max_target_tokens_option, usage_errors
 from experiments.commands.sweep import batch_size_jobs, batch_sizes_of, line_up, run_jobs, sweep_edits
 from experiments.commands.sweep_options import SweepArguments, sweep_options
 from experiments.console import fail
+from experiments.edit_sets import cut_long_targets
 from experiments.tables import comparison_table
 from lm.loading import load
 
@@ -31,14 +32,17 @@ def bench_command() -> None:
 @bench_command.command("medical")
 @click.option("--benchmark", "benchmark_text", default="all", show_default=True,
               help="medcf, medcfpp, medversa, all (the three), a comma-separated list of them, or a "
-                   "path to a JSON file in one of their formats.")
+                   "path to a JSON/JSONL file in one of their formats, the canonical one or any layout "
+                   "read through --fields.")
 @click.option("--batch", "batch_text", default="1,10,50,100", show_default=True,
               help="Batch sizes; every size edits the same drawn edits of a benchmark.")
 @click.option("--edits", type=click.IntRange(min=1), default=None,
               help="Edits drawn per benchmark (test split) and edited at every batch size "
                    "(default: the largest batch size).")
+@field_map_option
+@max_target_tokens_option
 @sweep_options()
-def medical_command(benchmark_text, batch_text, edits, sweep: SweepArguments):
+def medical_command(benchmark_text, batch_text, edits, fields, max_target_tokens, sweep: SweepArguments):
     """Every editor on MedCF, MedCF++ and MedVersa (or those named) at every batch size: one
     table per benchmark and batch size, one report."""
     sizes = batch_sizes_of(batch_text, "--batch")
@@ -47,9 +51,12 @@ def medical_command(benchmark_text, batch_text, edits, sweep: SweepArguments):
     rank = current_rank()
     out = sweep.console(rank)
     with usage_errors():
-        edit_sets = [sweep_edits(benchmark, sizes, edits, sweep.seed, None, "--batch") for benchmark in benchmarks]
+        # --fields reads the benchmark files given by path; the shipped ones have their own layout.
+        edit_sets = [sweep_edits(benchmark, sizes, edits, sweep.seed, None, "--batch",
+                                 None if benchmark in BENCHMARKS else fields) for benchmark in benchmarks]
         requests = [sweep.hparams(edit_set.dataset.benchmark) for edit_set in edit_sets]
         model, tok = load(sweep.model_name)
+        edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
         # One line-up per benchmark: each benchmark's own hyper-parameter tables apply to it.
         jobs, records = [], []
         for edit_set, hparams in zip(edit_sets, requests):
@@ -66,7 +73,9 @@ def medical_command(benchmark_text, batch_text, edits, sweep: SweepArguments):
         for size in sizes:
             mine = [record for job, record in zip(jobs, records) if job.edits is edit_set and job.batch_size == size]
             out.print(comparison_table(mine, f"{where}: {len(edit_set.requests)} edits, batch {size}, seed {sweep.seed}"))
-    sweep.publish("bench medical", dict(benchmark=benchmark_text, batch=list(sizes), edits=edits), records, out)
+    sweep.publish("bench medical", dict(benchmark=benchmark_text, batch=list(sizes), edits=edits,
+                                        fields=fields and fields.spec, max_target_tokens=max_target_tokens),
+                  records, out)
 
 
 def medical_benchmarks(text: str) -> tuple[str, ...]:
@@ -76,7 +85,7 @@ def medical_benchmarks(text: str) -> tuple[str, ...]:
     if parts == ("all",):
         return MEDICAL_BENCHMARKS
     for part in parts:
-        looks_like_file = Path(part).exists() or Path(part).suffix in (".json", ".gz")
+        looks_like_file = Path(part).exists() or Path(part).suffix in (".json", ".jsonl", ".gz")
         if part in BENCHMARKS and part not in MEDICAL_BENCHMARKS:
             fail(f"bench medical runs {', '.join(MEDICAL_BENCHMARKS)}; run {part} with `stress batch-sweep "
                  f"--benchmark {part}`.")

@@ -92,6 +92,37 @@ def seed_option(function):
                         help="Seed of the edit draw (and of everything seeded downstream).")(function)
 
 
+def _parsed_field_map(_context, _parameter, value: str | None):
+    """--fields parsed while parsing the command line, so a bad map exits 2 before any work."""
+    from data.field_maps import FieldMapError, parse_field_map
+
+    if value is None:
+        return None
+    try:
+        return parse_field_map(value)
+    except FieldMapError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def field_map_option(function):
+    """--fields: read a benchmark file of another layout (a `data.field_maps.FieldMap` or None)."""
+    return click.option(
+        "--fields", default=None, callback=_parsed_field_map, metavar="MAP",
+        help="Read a benchmark file of another layout: canonical=record_field pairs, e.g. "
+             "'target_new=answer,prompt=question,locality.topic=topic_prompt:topic_answer', "
+             "or a .toml mapping file (README: 'Edit sets').")(function)
+
+
+def max_target_tokens_option(function):
+    """--max-target-tokens: the cut applied to long targets (see experiments.edit_sets)."""
+    from experiments.edit_sets import MAX_TARGET_TOKENS
+
+    return click.option(
+        "--max-target-tokens", type=click.IntRange(min=1), default=MAX_TARGET_TOKENS, show_default=True,
+        help="Targets and locality answers longer than this many tokens are cut to it before "
+             "editing and scoring; the report counts the cuts.")(function)
+
+
 def output_options(function):
     function = click.option("--reports-dir", type=click.Path(file_okay=False), default=DEFAULT_REPORTS_DIR,
                             show_default=True, help="Where the run's report folder is written.")(function)

@@ -6,19 +6,20 @@ import click
 
 from covariance.distributed import Rank
 from experiments.commands.common import (
-    hparams_option, hparams_request, model_option, output_options, publish, requested_editors, seed_option,
-    usage_errors, workers_option,
+    field_map_option, hparams_option, hparams_request, max_target_tokens_option, model_option, output_options,
+    publish, requested_editors, seed_option, usage_errors, workers_option,
 )
 from experiments.commands.sweep import line_up, run_jobs
 from experiments.commands.sweep_options import worker_plan
 from experiments.console import console, fail
-from experiments.edit_sets import draw_edits
+from experiments.edit_sets import cut_long_targets, draw_edits
 from experiments.records import Settings
 from experiments.workers import Job
 from experiments.tables import comparison_table
 from lm.loading import load
 
-BENCHMARK_HELP = "medcfpp, medcf, medversa, counterfact, zsre, or a path to a JSON file in one of their formats."
+BENCHMARK_HELP = ("medcfpp, medcf, medversa, counterfact, zsre, or a path to a JSON/JSONL file in one of their "
+                  "formats, the canonical one, or any layout read through --fields.")
 
 
 @click.command("compare")
@@ -26,6 +27,8 @@ BENCHMARK_HELP = "medcfpp, medcf, medversa, counterfact, zsre, or a path to a JS
               help="'all' or a comma-separated list, e.g. memit,medrek.")
 @click.option("--benchmark", default="medcfpp", show_default=True, help=BENCHMARK_HELP)
 @click.option("--split", default=None, help="Split of a shipped benchmark (default: its test split).")
+@field_map_option
+@max_target_tokens_option
 @click.option("--batch", "batch_size", type=int, default=100, show_default=True, help="Edits applied together.")
 @click.option("--fluency-prompts", type=click.IntRange(min=0), default=Settings.fluency_prompts, show_default=True,
               help="Edit prompts continued for fluency (0: off).")
@@ -38,7 +41,7 @@ BENCHMARK_HELP = "medcfpp, medcf, medversa, counterfact, zsre, or a path to a JS
 @seed_option
 @workers_option
 @output_options
-def compare_command(editor_list, benchmark, split, batch_size, fluency_prompts, fluency_tokens,
+def compare_command(editor_list, benchmark, split, fields, max_target_tokens, batch_size, fluency_prompts, fluency_tokens,
                     perplexity_tokens, hparams_files, model_name, seed, workers, quiet, as_json, reports_dir):
     """Run every editor on the same batch of edits and compare them in one table and report."""
     if batch_size <= 0:
@@ -48,9 +51,10 @@ def compare_command(editor_list, benchmark, split, batch_size, fluency_prompts, 
     with usage_errors():
         settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
                             perplexity_tokens=perplexity_tokens)
-        edits = draw_edits(benchmark, batch_size, seed, split)
+        edits = draw_edits(benchmark, batch_size, seed, split, fields)
         hparams = hparams_request(hparams_files, edits.dataset.benchmark, names)
         model, tok = load(model_name)
+        edits = cut_long_targets(edits, tok, max_target_tokens)
         lineup = line_up(names, model, out, hparams=hparams)
         jobs = [Job(name, edits, batch_size) for name in lineup]
         records = run_jobs(jobs, lineup, model, tok, settings, Rank(), out,
@@ -58,6 +62,7 @@ def compare_command(editor_list, benchmark, split, batch_size, fluency_prompts, 
     out.print(comparison_table(records, f"{len(edits.requests)} edits from {edits.dataset.benchmark} "
                                      f"({edits.dataset.split or 'file'}), batch {batch_size}, seed {seed}"))
     arguments = dict(editors=editor_list, benchmark=benchmark, split=split, batch=batch_size, model=model_name,
+                     fields=fields and fields.spec, max_target_tokens=max_target_tokens,
                      seed=seed, fluency_prompts=fluency_prompts, fluency_tokens=fluency_tokens,
                      perplexity_tokens=perplexity_tokens, hparams=[str(file.path) for file in hparams_files])
     publish("compare", arguments, records, out, reports_dir, as_json)

@@ -9,10 +9,14 @@ from rich.markup import escape
 
 from data.benchmarks import load_benchmark
 from experiments.collisions import close_key_pairs, same_subject_pairs
-from experiments.commands.common import hparams_option, hparams_request, model_option, usage_errors
-from experiments.console import console, fail
 from editors.hparams_files import split_setting
+from experiments.commands.common import (
+    field_map_option, hparams_option, hparams_request, max_target_tokens_option, model_option, usage_errors,
+)
+from experiments.console import console, fail
 from experiments.discovery import EDITOR_NAMES, build_lineup_editor, check_lineup_name, defaults_note
+from experiments.edit_sets import cut_targets
+from experiments.saved_edits import write_manifest
 from lm.files import atomic_directory
 from lm.loading import load
 
@@ -21,7 +25,10 @@ MAX_LISTED = 10
 
 @click.command("edit")
 @click.option("--requests", "requests_file", required=True, type=click.Path(dir_okay=False),
-              help="JSON file of edits in any shipped benchmark format (e.g. CounterFact's fields).")
+              help="JSON/JSONL file of edits: canonical, any shipped benchmark format (e.g. CounterFact's "
+                   "fields), or any layout read through --fields.")
+@field_map_option
+@max_target_tokens_option
 @click.option("--editor", "editor_name", required=True, help="memit, pmet, memit_merge, alphaedit, ft_l, recipe, medrek.")
 @click.option("--save", "save_dir", required=True, type=click.Path(file_okay=False),
               help="New folder for the edited model (weight editors) or the edit memory (retrieval editors).")
@@ -31,7 +38,8 @@ MAX_LISTED = 10
 @hparams_option
 @model_option
 @click.option("--quiet", is_flag=True)
-def edit_command(requests_file, editor_name, save_dir, key_threshold, force, hparams_files, model_name, quiet):
+def edit_command(requests_file, fields, max_target_tokens, editor_name, save_dir, key_threshold, force,
+                 hparams_files, model_name, quiet):
     """Diagnose key collisions, then apply the edits and save the result to --save."""
     out = console(quiet)
     target = Path(save_dir)
@@ -42,10 +50,11 @@ def edit_command(requests_file, editor_name, save_dir, key_threshold, force, hpa
         fail(f"Unknown editor {editor_name!r}; choose one of {', '.join(EDITOR_NAMES)}.")
     with usage_errors():
         check_lineup_name(name)
-        requests = load_benchmark(requests_file)
+        requests = load_benchmark(requests_file, fields=fields)
         # The benchmark tables of the requests' format apply (e.g. the medical ones to MedCF records).
         hparams = hparams_request(hparams_files, requests[0].metadata.get("benchmark"), [name])
         model, tok = load(model_name)
+        requests, _ = cut_targets(requests, tok, max_target_tokens)
         editor = build_lineup_editor(name, model, hparams=hparams)
         note = defaults_note([editor.name], model, hparams=hparams)
         if note:
@@ -69,4 +78,5 @@ def edit_command(requests_file, editor_name, save_dir, key_threshold, force, hpa
             else:
                 model.save_pretrained(tmp, safe_serialization=True)
                 tok.save_pretrained(tmp)
+            write_manifest(tmp, editor.name, model_name, requests)  # what `ask --edits` reads back
     out.print(f"Applied {len(requests)} edit(s) with {editor.name}; saved to {target}.")

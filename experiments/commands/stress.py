@@ -19,14 +19,14 @@ from data.benchmarks import load_benchmark
 from data.relations import RelationIndex, infer_relations
 from editors.hparams import load_hparams
 from data.requests import EditRequest
-from experiments.commands.common import usage_errors
+from experiments.commands.common import field_map_option, max_target_tokens_option, usage_errors
 from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.sweep import (
     Job, batch_size_jobs, batch_sizes_of, job_akd_entries, line_up, run_jobs, sweep_edits,
 )
 from experiments.commands.sweep_options import SweepArguments, sweep_options
 from experiments.console import fail
-from experiments.edit_sets import EditSet, draw_edits, edit_set_of
+from experiments.edit_sets import EditSet, cut_long_targets, draw_edits, edit_set_of
 from experiments.records import RunRecord
 from experiments.report import DISTINCT_SUBJECT, SAME_SUBJECT
 from experiments.report.formatting import fixed, percent
@@ -138,21 +138,24 @@ def same_subject_table(jobs: Sequence[Job], records: Sequence[RunRecord], title:
 @stress_command.command("batch-sweep")
 @click.option("--benchmark", default="medcfpp", show_default=True, help=BENCHMARK_HELP)
 @click.option("--split", default=None, help=SPLIT_HELP)
+@field_map_option
+@max_target_tokens_option
 @click.option("--batch-sizes", default="1,10,50,100", show_default=True,
               help="Batch sizes; every size edits the same drawn edits.")
 @click.option("--edits", type=click.IntRange(min=1), default=None,
               help="Edits drawn once and edited at every batch size (default: the largest batch size).")
 @sweep_options()
-def batch_sweep_command(benchmark, split, batch_sizes, edits, sweep: SweepArguments):
+def batch_sweep_command(benchmark, split, fields, max_target_tokens, batch_sizes, edits, sweep: SweepArguments):
     """Every editor's scores against batch size on one benchmark (MedREK Tables 2–3 shape)."""
     sizes = batch_sizes_of(batch_sizes, "--batch-sizes")
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
     with usage_errors():
-        edit_set = sweep_edits(benchmark, sizes, edits, sweep.seed, split, "--batch-sizes")
+        edit_set = sweep_edits(benchmark, sizes, edits, sweep.seed, split, "--batch-sizes", fields)
         hparams = sweep.hparams(edit_set.dataset.benchmark)
         model, tok = load(sweep.model_name)
+        edit_set = cut_long_targets(edit_set, tok, max_target_tokens)
         lineup = line_up(names, model, out, hparams=hparams)
         jobs = batch_size_jobs(lineup, edit_set, sizes)
         records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
@@ -163,7 +166,8 @@ def batch_sweep_command(benchmark, split, batch_sizes, edits, sweep: SweepArgume
     for size in sizes:
         out.print(comparison_table([r for r in records if r.batch_size == size],
                                    f"{len(edit_set.requests)} edits from {where}, batch {size}, seed {sweep.seed}"))
-    sweep.publish("stress batch-sweep", dict(benchmark=benchmark, split=split, batch_sizes=list(sizes), edits=edits),
+    sweep.publish("stress batch-sweep", dict(benchmark=benchmark, split=split, batch_sizes=list(sizes), edits=edits,
+                                             fields=fields and fields.spec, max_target_tokens=max_target_tokens),
                   records, out)
 
 
@@ -172,8 +176,10 @@ def batch_sweep_command(benchmark, split, batch_sizes, edits, sweep: SweepArgume
 @click.option("--batch", "batch_size", type=int, default=20, show_default=True, help="Edits per batch.")
 @click.option("--benchmark", default="counterfact", show_default=True, help=BENCHMARK_HELP)
 @click.option("--split", default=None, help=SPLIT_HELP)
+@field_map_option
+@max_target_tokens_option
 @sweep_options()
-def sequential_command(steps, batch_size, benchmark, split, sweep: SweepArguments):
+def sequential_command(steps, batch_size, benchmark, split, fields, max_target_tokens, sweep: SweepArguments):
     """Lifelong editing: batches applied without undoing, everything edited so far scored after
     each; one degradation table per editor."""
     if steps <= 0:
@@ -184,9 +190,10 @@ def sequential_command(steps, batch_size, benchmark, split, sweep: SweepArgument
     rank = current_rank()
     out = sweep.console(rank)
     with usage_errors():
-        edit_set = draw_edits(benchmark, steps * batch_size, sweep.seed, split)
+        edit_set = draw_edits(benchmark, steps * batch_size, sweep.seed, split, fields)
         hparams = sweep.hparams(edit_set.dataset.benchmark)
         model, tok = load(sweep.model_name)
+        edit_set = cut_long_targets(edit_set, tok, max_target_tokens)
         lineup = line_up(names, model, out, hparams=hparams)
         jobs = [Job(name, edit_set, batch_size, mode="sequential") for name in lineup]
         records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
@@ -196,5 +203,6 @@ def sequential_command(steps, batch_size, benchmark, split, sweep: SweepArgument
     for record in records:
         out.print(sequential_table(record, f"{record.editor}: {steps} sequential batches of {batch_size} "
                                            f"from {edit_set.dataset.benchmark}, seed {sweep.seed}"))
-    sweep.publish("stress sequential", dict(steps=steps, batch=batch_size, benchmark=benchmark, split=split),
+    sweep.publish("stress sequential", dict(steps=steps, batch=batch_size, benchmark=benchmark, split=split,
+                                            fields=fields and fields.spec, max_target_tokens=max_target_tokens),
                   records, out)

@@ -26,7 +26,7 @@ from editors.protocol import Editor
 from experiments.commands.common import parse_csv_ints
 from experiments.console import job_board, progress_bar
 from experiments.discovery import LINEUP_NAMES, EditorUnavailable, build_lineup_editor, defaults_note
-from experiments.edit_sets import EditSet, draw_edits
+from experiments.edit_sets import EditSet, cut_long_targets, draw_edits
 from experiments.harness import prepare_baseline, run_batch, run_sequential
 from experiments.identity import IdentityEditor
 from experiments.records import RunRecord, Settings
@@ -70,14 +70,15 @@ def line_up(names: tuple[str, ...] | None, model: Any, out: Console,
 
 
 def sweep_edits(benchmark: str, sizes: Sequence[int], edits: int | None, seed: int, split: str | None,
-                option: str) -> EditSet:
+                option: str, fields: Any = None) -> EditSet:
     """The one seeded draw every editor and batch size of a sweep edits (`edits` of them, by
-    default as many as the largest batch); raises one-sentence ValueErrors."""
+    default as many as the largest batch; a file read through the field map `fields` when
+    given); raises one-sentence ValueErrors."""
     count = max(sizes) if edits is None else edits
     if max(sizes) > count:
         raise ValueError(f"{option} {max(sizes)} is larger than the {count} edits drawn (--edits).")
     try:
-        return draw_edits(benchmark, count, seed, split)
+        return draw_edits(benchmark, count, seed, split, fields)
     except BatchError as error:
         raise BatchError(f"{benchmark}: {error}") from None
 

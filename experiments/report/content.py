@@ -79,7 +79,7 @@ def _provenance(report: Report) -> Section:
                         f"fingerprint {model.fingerprint}")
               for model in dict.fromkeys(run.model for run in runs)]
     items += [("Benchmark", f"{data.benchmark}" + (f" ({data.split})" if data.split else "")
-               + f", {data.file or 'built in memory'}, sha256 {data.sha256}")
+               + f", {data.file or 'built in memory'}, sha256 {data.sha256}" + _target_notes(data))
               for data in dict.fromkeys(run.dataset for run in runs)]
     items.append(("Seed", ", ".join(str(seed) for seed in sorted({run.seed for run in runs}))))
     items += [("Settings", ", ".join(f"{key} {value}" for key, value in sorted(vars(found).items())))
@@ -96,6 +96,18 @@ def _provenance(report: Report) -> Section:
         Table(("Item", "Value"), tuple(items), left_columns=2),
         Paragraph("Hyper-parameters of every run are in report.json."),
     ))
+
+
+def _target_notes(data) -> str:
+    """What was cut from long targets and which scores are absent (experiments.edit_sets)."""
+    notes = []
+    if data.targets_cut or data.locality_answers_cut:
+        notes.append(f"{data.targets_cut} target(s) and {data.locality_answers_cut} locality answer(s) "
+                     f"cut to {data.max_target_tokens} tokens")
+    if data.without_target_true:
+        notes.append(f"{data.without_target_true} request(s) without an old target: their "
+                     "P(new)>P(old) scores are absent")
+    return "".join(f"; {note}" for note in notes)
 
 
 def _results(runs: Sequence[RunRecord], rows: Sequence[ResultRow]) -> Section:
