@@ -3,7 +3,8 @@
 A file's name is a hash of everything that changes its content (model fingerprint, tokenizer,
 layer, module, corpus digest, token budget, max length, compute dtype, code version); the same
 fields are stored in the file's metadata and re-checked on every load, so a file computed for
-another model, layer or shape is refused instead of being used silently.
+another model, layer or shape is refused instead of being used silently. Each file is sealed
+(`lm.cache_entries`): a damaged or refused one is moved aside and computed again.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from lm.cache_entries import sealed_file, set_aside, verified
 from lm.files import atomic_path, cache_root
 
 STATISTIC_VERSION = "1"  # bump when the collected statistic changes meaning
 
 
 class CovarianceCacheError(ValueError):
-    """A cache file exists but does not belong to the requested statistic."""
+    """A cache file exists but does not belong to the requested statistic (the caller sets
+    it aside and recomputes: a cache is never the user's mistake)."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,20 @@ def statistic_path(key: StatisticKey, root: Path | None = None) -> Path:
 
 def save_statistic(path: Path, key: StatisticKey, total: torch.Tensor, tokens: int) -> None:
     metadata = {**key.as_metadata(), "tokens": str(tokens)}
-    with atomic_path(path) as tmp:
+    with sealed_file(path) as tmp:
         save_file({"sum": total.contiguous()}, str(tmp), metadata=metadata)
+
+
+def cached_statistic(path: Path, key: StatisticKey, width: int) -> tuple[torch.Tensor, int] | None:
+    """The cached (sum, tokens) if `path` holds this statistic intact; None if it is absent,
+    or damaged or another statistic's (then it is moved aside with a warning)."""
+    if not verified(path):
+        return None
+    try:
+        return load_statistic(path, key, width)
+    except CovarianceCacheError as error:
+        set_aside(path, str(error))
+        return None
 
 
 def load_statistic(path: Path, key: StatisticKey, width: int) -> tuple[torch.Tensor, int]:

@@ -2,7 +2,7 @@
 
 A cache key needs the model's weight fingerprint and tokenizer probe, which normally cost a full
 model load (transformers import, weights, a pass over every byte). For a local model folder
-(including the embedded default's) the `ModelIdentity` measured on the last full load is kept
+(including the embedded default's) the `ModelFacts` measured on the last full load is kept
 in a folder memo (`lm.folder_memo`) that is void as soon as any file in the folder changes.
 `cached_second_moments` uses it to rebuild the exact keys and read the cached files; whenever
 anything is uncertain (a hub id, no memo, a changed folder, a missing or unusable cache file,
@@ -20,17 +20,17 @@ from typing import Sequence
 
 import torch
 
-from covariance.cache import CovarianceCacheError, load_statistic, statistic_path
+from covariance.cache import cached_statistic, statistic_path
 from covariance.collect import CollectOptions
 from covariance.corpus import Corpus
-from covariance.identity import ModelIdentity, keys_for_identity
+from covariance.identity import ModelFacts, keys_for_identity
 from covariance.stats import SecondMoment
 from lm.adapters import UnsupportedArchitecture, adapter_for_type
 from lm.embedded import ModelNotAvailable
 from lm.folder_memo import Snapshot, folder_snapshot, recall, remember
 from lm.loading import resolve_model_source
 
-# Bump when `model_fingerprint`, `tokenizer_fingerprint` or `ModelIdentity` change meaning:
+# Bump when `model_fingerprint`, `tokenizer_fingerprint` or `ModelFacts` change meaning:
 # memos written by older code would otherwise name the old keys.
 IDENTITY_VERSION = "1"
 
@@ -69,7 +69,7 @@ def remember_identity(local: LocalModel, model, tok, load_dtype: torch.dtype) ->
     loaded_from = Path(getattr(model, "name_or_path", "") or "").expanduser()
     if not loaded_from.is_dir() or loaded_from.resolve() != local.folder.resolve():
         return  # the name resolved elsewhere by the time it was loaded; do not guess
-    remember(local.folder, kind, local.snapshot, ModelIdentity.of(model, tok).as_json())
+    remember(local.folder, kind, local.snapshot, ModelFacts.of(model, tok).as_json())
 
 
 def cached_second_moments(
@@ -83,7 +83,7 @@ def cached_second_moments(
     """Every requested layer's cached statistic, exactly as `second_moments` on the loaded model
     would return it (layers sorted, duplicates dropped), or None to say "take the full path"."""
     facts = recall(local.folder, memo_kind(load_dtype))
-    identity = ModelIdentity.from_json(facts) if facts is not None else None
+    identity = ModelFacts.from_json(facts) if facts is not None else None
     if identity is None or _config_model_type(local.folder) != identity.model_type:
         return None
     try:
@@ -96,13 +96,10 @@ def cached_second_moments(
     found = {}
     for layer, key in keys_for_identity(identity, layers, corpus, options).items():
         path = statistic_path(key, cache_root)
-        if not path.is_file():
-            return None
-        try:
-            total, tokens = load_statistic(path, key, identity.mlp_width)
-        except CovarianceCacheError:
-            return None
-        found[layer] = SecondMoment(layer, total, tokens, path)
+        cached = cached_statistic(path, key, identity.mlp_width)
+        if cached is None:
+            return None  # absent or set aside as damaged: the full path computes it
+        found[layer] = SecondMoment(layer, *cached, path)
     return found
 
 

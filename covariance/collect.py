@@ -19,6 +19,7 @@ import torch
 
 from lm.adapters import ArchAdapter
 from lm.hooks import on_inputs, stop_after
+from lm.memory import MemoryBudget, ModelShape, chunk_for, run_in_chunks
 from lm.precision import cast_copy
 
 
@@ -63,6 +64,16 @@ def pad_batch(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor
     return input_ids.to(device), mask.to(device)
 
 
+def forward_bytes_per_sequence(shape: ModelShape, tokens: int) -> int:
+    """Estimated peak bytes one sequence of `tokens` tokens adds to the statistics forward: no
+    graph is kept, so one block's working set (its MLP's d_ff-wide activations and their float32
+    copy for the sum, queries/keys/values, attention scores) on top of the hidden states."""
+    b = shape.dtype_bytes
+    per_token = (4 * shape.width + (shape.ffn_activations + 1) * shape.ffn_width) * b + 4 * shape.ffn_width
+    per_token += (shape.heads + 2 * shape.kv_heads) * shape.head_dim * b
+    return tokens * per_token + shape.heads * tokens * tokens * 4
+
+
 def accumulate_batches(
     model: torch.nn.Module,
     adapter: ArchAdapter,
@@ -70,26 +81,41 @@ def accumulate_batches(
     state: RunningSums,
     pad_id: int,
     on_batch: Callable[[RunningSums, int], None] | None = None,
+    memory: MemoryBudget | None = None,
 ) -> RunningSums:
     """Add the keys of `batches[state.batches_done:]` to `state` (in place) and return it.
 
-    `on_batch(state, batch_tokens)` runs after every batch (progress and checkpoints).
+    `on_batch(state, batch_tokens)` runs after every batch (progress and checkpoints). A batch
+    whose forward would not fit `memory` (default `MemoryBudget.resolve`) runs in smaller
+    slices, and a slice that runs out of memory anyway is halved; the sums are the same (up to
+    float rounding) and batches, checkpoints and cache keys do not change.
     """
     layers = sorted(state.sums)
     device = next(model.parameters()).device
+    budget = memory or MemoryBudget.resolve(device)
+    shape = ModelShape.from_model(model)
     modules = {str(layer): model.get_submodule(adapter.mlp_out_name(layer)) for layer in layers}
     last_block = model.get_submodule(adapter.block_name(layers[-1]))
-    for batch in batches[state.batches_done :]:
+
+    def add_slice(batch: list[list[int]]) -> None:
         input_ids, mask = pad_batch(batch, pad_id, device)
         real = mask.reshape(-1).bool()
+        found: dict[int, torch.Tensor] = {}
 
         def add_keys(name: str, keys: torch.Tensor) -> None:
             flat = keys.reshape(-1, keys.shape[-1])[real].float()
-            state.sums[int(name)] += (flat.T @ flat).to("cpu", torch.float64)
+            found[int(name)] = (flat.T @ flat).to("cpu", torch.float64)
 
         with torch.no_grad(), on_inputs(modules, add_keys), stop_after(last_block):
             model(input_ids=input_ids, attention_mask=mask, use_cache=False)
-        batch_tokens = int(mask.sum())
+        for layer, product in found.items():  # only once the whole slice has run
+            state.sums[layer] += product
+
+    for batch in batches[state.batches_done :]:
+        width = max(len(ids) for ids in batch)
+        size = chunk_for(budget.room(device), [forward_bytes_per_sequence(shape, width)] * len(batch))
+        run_in_chunks(len(batch), size, lambda rows: add_slice([batch[r] for r in rows]), device)
+        batch_tokens = sum(len(ids) for ids in batch)
         state.tokens += batch_tokens
         state.batches_done += 1
         if on_batch is not None:

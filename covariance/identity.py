@@ -1,7 +1,7 @@
 """What the covariance cache needs to know about a model and its tokenizer, as plain data.
 
-Every cache key is derived from a `ModelIdentity` by `keys_for_identity`, whether the identity
-was measured on a loaded model (`ModelIdentity.of`) or recalled from a memo without loading it
+Every cache key is derived from a `ModelFacts` by `keys_for_identity`, whether the identity
+was measured on a loaded model (`ModelFacts.of`) or recalled from a memo without loading it
 (`covariance.cache_hit`), so both routes name the same cache files by construction.
 """
 
@@ -18,7 +18,10 @@ from lm.loading import model_fingerprint
 
 
 @dataclass(frozen=True)
-class ModelIdentity:
+class ModelFacts:
+    """The facts about a model and its tokenizer that a statistic's cache key depends on (not
+    `retrieval.memory.ModelIdentity`, which names the LLM an edit memory was built for)."""
+
     model_fingerprint: str
     tokenizer_fingerprint: str
     model_type: str
@@ -28,7 +31,7 @@ class ModelIdentity:
     bf16_forward_dtype: str  # ... and with it
 
     @classmethod
-    def of(cls, model, tok) -> "ModelIdentity":
+    def of(cls, model, tok) -> "ModelFacts":
         adapter = adapter_for(model)
         _, mlp_width = adapter.widths(model)
         return cls(
@@ -45,7 +48,7 @@ class ModelIdentity:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, facts: dict) -> "ModelIdentity | None":
+    def from_json(cls, facts: dict) -> "ModelFacts | None":
         """The identity stored by `as_json`, or None if the facts do not have its exact shape."""
         expected = {field.name: field.type for field in fields(cls)}
         if set(facts) != set(expected):
@@ -56,7 +59,7 @@ class ModelIdentity:
 
 
 def keys_for_identity(
-    identity: ModelIdentity, layers: Sequence[int], corpus: Corpus, options: CollectOptions
+    identity: ModelFacts, layers: Sequence[int], corpus: Corpus, options: CollectOptions
 ) -> dict[int, StatisticKey]:
     adapter = adapter_for_type(identity.model_type)
     common = dict(

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from covariance.cache import (
     StatisticKey,
+    cached_statistic,
     load_partial,
-    load_statistic,
     partial_path,
     save_partial,
     save_statistic,
@@ -25,13 +25,14 @@ from covariance.cache import (
 from covariance.collect import CollectOptions, RunningSums, accumulate_batches, forward_copy
 from covariance.corpus import DEFAULT_CORPUS, Corpus, load_corpus, length_sorted_batches, token_sequences
 from covariance.distributed import Rank, all_reduce_sum, barrier, current_rank
-from covariance.identity import ModelIdentity, keys_for_identity
+from covariance.identity import ModelFacts, keys_for_identity
 from lm.adapters import adapter_for
+from lm.errors import UsageError
+from lm.progress import Progress
 
-Progress = Callable[[int, int], None]  # (tokens done, tokens to do) for this rank
 
 
-class LayerRangeError(ValueError):
+class LayerRangeError(UsageError):
     """Requested layers do not exist in the model."""
 
 
@@ -59,7 +60,7 @@ def check_layers(model, layers: Sequence[int]) -> list[int]:
 
 
 def statistic_keys(model, tok, layers, corpus: Corpus, options: CollectOptions) -> dict[int, StatisticKey]:
-    return keys_for_identity(ModelIdentity.of(model, tok), layers, corpus, options)
+    return keys_for_identity(ModelFacts.of(model, tok), layers, corpus, options)
 
 
 def second_moments(
@@ -81,9 +82,9 @@ def second_moments(
     found: dict[int, SecondMoment] = {}
     for layer, key in keys.items():
         path = statistic_path(key, cache_root)
-        if path.is_file():
-            total, tokens = load_statistic(path, key, width)
-            found[layer] = SecondMoment(layer, total, tokens, path)
+        cached = cached_statistic(path, key, width)
+        if cached is not None:
+            found[layer] = SecondMoment(layer, *cached, path)
     missing = [layer for layer in layers if layer not in found]
     if missing:
         found.update(_compute(model, tok, [keys[l] for l in missing], corpus, options, progress, cache_root, rank, width))

@@ -15,6 +15,7 @@ from typing import Sequence
 from data.relations import RelationIndex, infer_relations
 from data.validation import ValidationResult, validate_batch
 from data.requests import EditRequest
+from lm.errors import UsageError
 
 __all__ = [
     "BatchError", "SubjectSetPair", "ValidationResult", "natural_group_batch",
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 
-class BatchError(ValueError):
+class BatchError(UsageError):
     """A batch cannot be built as asked (one sentence says why)."""
 
 
@@ -170,5 +171,5 @@ def _check_size(n: int, available: int, what: str) -> None:
         raise BatchError(f"There are no {what} to draw a batch from.")
     if not 1 <= n <= available:
         raise BatchError(
-            f"Cannot draw {n} from {available} {what}; n must be between 1 and {available}."
+            f"Cannot draw {n} from {available} {what}; ask for 1 to {available}."
         )

@@ -22,9 +22,10 @@ from data.canonical import canonical_request
 from data.field_maps import FieldMap
 from data.formats import CANONICAL, FORMATS, Converter, RecordProblem, detect_format
 from data.requests import EditRequest
+from lm.errors import UsageError
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(UsageError):
     """A benchmark name, split, file or record cannot be used (one sentence says which and why)."""
 
 

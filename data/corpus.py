@@ -10,12 +10,14 @@ import gzip
 import zlib
 from pathlib import Path
 
+from lm.errors import UsageError
+
 CORPUS_NAMES = ("wikitext2-valid", "wikitext2-test")
 
 FILES_DIR = Path(__file__).with_name("files")
 
 
-class CorpusError(ValueError):
+class CorpusError(UsageError):
     """A corpus name or file cannot be used (one sentence says which and why)."""
 
 

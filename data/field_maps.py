@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from data.formats import RecordProblem, _text
+from lm.errors import UsageError
 
 TEXT_FIELDS = ("prompt", "target_new", "subject", "target_true")
 PROBE_FIELDS = ("locality", "portability")
 
 
-class FieldMapError(ValueError):
+class FieldMapError(UsageError):
     """A --fields value cannot be understood (one sentence says which part and why)."""
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
-import os
 from pathlib import Path
 
 from data.benchmarks import BENCHMARKS, shipped_file
 from data.corpus import CORPUS_NAMES, shipped_corpus_file
+from lm.files import atomic_path
 
 # The published zsRE subset is named after its size; it is shipped as the benchmark's only split.
 SOURCE_STEM_OVERRIDES = (("zsre", "train", "train-1k"),)
@@ -39,14 +39,6 @@ def deterministic_gzip(payload: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def write_atomically(path: Path, payload: bytes) -> None:
-    """Write via a temporary file and rename, so an interrupted run leaves no truncated file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(payload)
-    os.replace(temporary, path)
-
-
 def pack(shared_dir: Path) -> list[tuple[Path, int, int]]:
     """Compress every shipped file from `shared_dir`; returns (destination, raw, packed) sizes."""
     datasets, corpora = shared_dir / "datasets", shared_dir / "corpus"
@@ -64,7 +56,8 @@ def pack(shared_dir: Path) -> list[tuple[Path, int, int]]:
     for source, destination in jobs:
         raw = source.read_bytes()
         packed = deterministic_gzip(raw)
-        write_atomically(destination, packed)
+        with atomic_path(destination) as temporary:
+            temporary.write_bytes(packed)
         written.append((destination, len(raw), len(packed)))
     return written
 

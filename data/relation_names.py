@@ -16,10 +16,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
+from lm.errors import UsageError
+
 COUNTERFACT_RELATION_NAMES = Path(__file__).with_name("files") / "counterfact" / "relation_names.json"
 
 
-class RelationNameError(LookupError):
+class RelationNameError(UsageError, LookupError):
     """A relation has no phrase, or the phrase file is unreadable (one sentence says which)."""
 
 

@@ -1,6 +1,6 @@
 """The edit-request record every loader builds and every editor consumes.
 
-It imports nothing of the project, so the data loaders (below the editors) and the editors
+It imports nothing of the project but the leaf `lm.errors`, so the data loaders (below the editors) and the editors
 can both use it without an import cycle.
 """
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from lm.errors import UsageError
 
-class EditRequestError(ValueError):
+
+class EditRequestError(UsageError):
     """A request cannot be edited as given (the message names the request and the field)."""
 
 

@@ -1,9 +1,9 @@
-"""Average Key Distance (MEMIT-Merge §5) of any batch, at any layers.
+"""The MLP keys of any batch, at any layers: what Average Key Distance (MEMIT-Merge App. B,
+eq. 4; `metrics.keys.average_key_distance_per_layer`) and the collision check of `edit` read.
 
-`batch_keys` reads the MLP keys the key–value editors would write for each request (by default
-at the bare edit prompt's key token, as the paper measures them; pass the editor's context
-prefixes to get its context-averaged keys); `batch_akd` turns them into one AKD per layer with
-`metrics.average_key_distance`.
+`batch_keys` reads the keys the key–value editors would write for each request (by default at
+the bare edit prompt's key token, as the paper measures them; pass the editor's context
+prefixes to get its context-averaged keys).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import torch
 
 from editors.keys import request_keys, request_sites
 from data.requests import EditRequest, validate_requests
-from metrics.keys import average_key_distance_per_layer
 
 
 def batch_keys(
@@ -30,15 +29,3 @@ def batch_keys(
     sites = request_sites(tok, requests, key_token, prefixes)
     keys, _ = request_keys(model, sites, sorted(set(layers)))
     return keys
-
-
-def batch_akd(
-    model,
-    tok,
-    requests: Sequence[EditRequest],
-    layers: Sequence[int],
-    key_token: str = "subject_last",
-    prefixes: Sequence[str] = (),
-) -> dict[int, float]:
-    """layer -> AKD (mean pairwise L2 distance of the batch's keys; NaN for a single request)."""
-    return average_key_distance_per_layer(batch_keys(model, tok, requests, layers, key_token, prefixes))

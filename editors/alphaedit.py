@@ -1,11 +1,13 @@
-"""AlphaEdit (Fang et al. 2025, "AlphaEdit: Null-Space Constrained Knowledge Editing", §3):
-MEMIT's keys, its own value optimisation settings, and a null-space-projected update.
+"""AlphaEdit (Fang et al., "AlphaEdit: Null-Space Constrained Knowledge Editing for Language
+Models", ICLR 2025, method section): MEMIT's keys, its own value optimisation settings, and a
+null-space-projected update.
 
 The update of each layer is confined to the (approximate) null space of the preserved keys'
 covariance C: P = U Uᵀ over the smallest-eigenvalue directions of C that hold at most a set
 share of trace(C) (default 1%; the reference's absolute eigenvalue threshold τ = 2e-2 is the
 other rule, but it keeps half of the keys' energy on a small model), so the outputs of those
-keys barely move. Each layer's kept dimension and energy share go into the edit's info. Keys of batches this editor has already applied to the model (Σ K Kᵀ per layer) enter the
+keys barely move. Each layer's kept dimension and energy share go into the edit's info.
+Keys of batches this editor has already applied to the model (Σ K Kᵀ per layer) enter the
 solve, so later batches do not overwrite earlier ones. That memory lives on the editor instance
 (never in a global), belongs to one model object, and is rolled back when a batch is undone.
 """

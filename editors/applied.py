@@ -8,6 +8,7 @@ editors use to see the partially edited model while they compute later layers' d
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 import torch
@@ -40,7 +41,8 @@ class WeightEdit:
     """A live weight edit; `undo()` puts back bit-identical copies of the original weights.
 
     `scorer` scores the edited model (the seam metrics use); `info` holds what the editor wants
-    recorded (layers, λ, losses, timings). Undo edits in the reverse order they were applied.
+    recorded (`info["editor"]`, layers, λ, losses, timings). Undo edits in the reverse order
+    they were applied.
     """
 
     def __init__(self, model: nn.Module, tok, originals: dict[str, torch.Tensor], info: dict):
@@ -69,6 +71,10 @@ class WeightEdit:
     def edited_parameters(self) -> tuple[str, ...]:
         return tuple(self._originals)
 
+    def save(self, folder: Path) -> None:
+        """The edited model and its tokenizer as a model folder (`lm.loading.load` reads it)."""
+        save_model_folder(folder, self.model, self.tok)
+
     def on_undo(self, callback: Callable[[], None]) -> None:
         """Run `callback` when the edit is undone (an editor's own memory of applied batches)."""
         self._on_undo.append(callback)
@@ -84,6 +90,12 @@ class WeightEdit:
         for callback in reversed(self._on_undo):
             callback()
         self.undone = True
+
+
+def save_model_folder(folder: Path, model: nn.Module, tok) -> None:
+    """`model` and `tok` as a model folder (what `lm.loading.load` reads)."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
 
 
 @contextlib.contextmanager

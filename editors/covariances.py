@@ -2,16 +2,16 @@
 
 A covariance source is anything with `moments(model, tok, layers) -> {layer: SecondMoment}`.
 The default collects them with `covariance.stats.second_moments` on a corpus (cached on disk);
-tests pass a small token budget and a temporary cache root, or fixed matrices. Whatever goes
-wrong (no corpus, damaged cache, missing layer) becomes one `EditError` sentence naming the
-layers, raised before any weight changes.
+tests pass a small token budget and a temporary cache root, or fixed matrices. A damaged
+cache file is recomputed (`lm.cache_entries`); what the user must fix (no corpus, a missing
+layer) becomes one `EditError` sentence naming the layers, raised before any weight changes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -23,7 +23,9 @@ from covariance.stats import SecondMoment, second_moments
 from editors.hparams import NullSpaceRule
 from editors.protocol import EditError
 from editors.solve import energy_null_space_projector, null_space_projector
-from lm.files import atomic_path
+from lm.cache_entries import sealed_file, set_aside, verified
+from lm.errors import UsageError
+from lm.progress import Progress
 
 
 class CovarianceSource(Protocol):
@@ -39,7 +41,7 @@ class CorpusCovariance:
     max_length: int = 256
     bf16: bool = True
     cache_root: Path | None = None
-    progress: Callable[[int, int], None] | None = field(default=None, compare=False)
+    progress: Progress | None = field(default=None, compare=False)
 
     def moments(self, model, tok, layers: Sequence[int]) -> Mapping[int, SecondMoment]:
         options = CollectOptions(token_budget=self.token_budget, max_length=self.max_length, bf16=self.bf16)
@@ -66,7 +68,7 @@ def fetch_moments(source: CovarianceSource, model, tok, layers: Sequence[int]) -
     """The statistic of every layer, or an EditError saying which layers have none and why."""
     try:
         found = source.moments(model, tok, layers)
-    except (OSError, ValueError) as error:
+    except (OSError, UsageError) as error:
         reason = str(error).rstrip(".")
         raise EditError(
             f"No covariance for layers {layer_list(layers)} of this batch: none is cached and it "
@@ -87,18 +89,19 @@ def null_space(moment: SecondMoment, rule: NullSpaceRule, value: float) -> torch
     `rule` "energy": the smallest-eigenvalue directions holding at most `value` of trace(C)
     (scale-free); "threshold": the eigenvalues below `value` (the reference's absolute rule)."""
     path = _projector_path(moment, rule, value)
-    if path is not None and path.is_file():
+    if path is not None and verified(path):
         try:
             projector = load_file(str(path))["projector"]
             width = moment.total.shape[0]
             if projector.shape == (width, width) and projector.dtype == torch.float64:
                 return projector
-        except (SafetensorError, OSError, KeyError):
-            pass  # damaged: recomputed and rewritten below
+            set_aside(path, f"it holds a {tuple(projector.shape)} {projector.dtype} projector")
+        except (SafetensorError, OSError, KeyError) as error:
+            set_aside(path, f"unreadable ({error})")
     build = energy_null_space_projector if rule == "energy" else null_space_projector
     projector = build(moment.matrix(), value)
     if path is not None:
-        with atomic_path(path) as tmp:
+        with sealed_file(path) as tmp:
             metadata = {"rule": rule, "value": repr(value), "covariance": moment.path.name,
                         "tokens": str(moment.tokens)}
             save_file({"projector": projector.contiguous()}, str(tmp), metadata=metadata)

@@ -1,4 +1,5 @@
-"""FT-L (ALGORITHMS.md §7): fine-tune one layer's MLP output projection under an L∞ bound.
+"""FT-L (constrained fine-tuning of Zhu et al. 2020, "Modifying Memories in Transformer Models", as
+the ROME/MEMIT papers' baseline): fine-tune one layer's MLP output projection under an L∞ bound.
 
 The baseline of the ROME/MEMIT papers, kept to show that the same-subject collapse is specific
 to key–value editors. Adam on the teacher-forced NLL of every request's target after its prompt
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,17 +27,20 @@ from editors.protocol import EditError
 from editors.upper import SplitBatch, block_input_state, run_upper
 from editors.values import forward_copy
 from lm.adapters import adapter_for
+from lm.progress import StageProgress
 from lm.scoring import output_logits
 
-Progress = Callable[[str, int, int], None]
 
 
 class FtEditor:
     name = "ft_l"
 
-    def __init__(self, hparams: FtHparams, progress: Progress | None = None):
+    def __init__(self, hparams: FtHparams, progress: StageProgress | None = None):
         self.hparams = hparams
         self.progress = progress
+
+    def prepare(self, model, tok) -> None:
+        """Nothing: FT-L reads no cached statistics."""
 
     def apply(self, model, tok, requests: Sequence[EditRequest]) -> WeightEdit:
         started = time.perf_counter()

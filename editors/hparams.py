@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from editors.solve import SpreadRule
+from lm.errors import UsageError
 
 DEFAULT_HPARAMS_DIR = Path(__file__).parent / "hparams"
 
@@ -42,7 +43,7 @@ NullSpaceRule = Literal["energy", "threshold"]
 Constraint = tuple[str, Callable[[Any], bool], str]
 
 
-class HparamsError(ValueError):
+class HparamsError(UsageError):
     """A hyper-parameter file, table, key, type, value or override is wrong."""
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -26,8 +26,8 @@ from editors.templates import context_prefixes
 from editors.value_cache import ValueCache, optimise_reusing, values_root
 from editors.values import ValueOptions, ValueResult
 from lm.adapters import ArchAdapter, adapter_for
+from lm.progress import StageProgress
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total); library code never prints
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,14 @@ class KeyValueEditor:
     """
 
     name = "key-value"
+    # Requests whose keys coincide overwrite each other's value (protocol.KeyValueWriter).
+    merges_shared_keys = False
 
     def __init__(
         self,
         hparams: ValueOptimisationHparams,
         covariance: CovarianceSource | None = None,
-        progress: Progress | None = None,
+        progress: StageProgress | None = None,
         cache_root: Path | None = None,
         reuse_values: bool = True,
     ):
@@ -131,6 +133,15 @@ class KeyValueEditor:
         context_prefixes(model, tok, self.hparams.n_templates, self.hparams.template_len,
                          self.hparams.template_seed, self.cache_root)
         self.moments(model, tok)
+
+    @property
+    def key_layer(self) -> int:
+        """l*, where the keys the values are written under are read (protocol.KeyValueWriter)."""
+        return self.hparams.last_layer
+
+    @property
+    def key_token(self) -> str:
+        return self.hparams.key_token
 
     def moments(self, model, tok) -> dict:
         """The covariance statistics of the edited layers (fetched once per model object)."""

@@ -1,4 +1,5 @@
-"""MEMIT (Meng et al. 2023, ALGORITHMS.md §3): one value per request, λ-regularised solve."""
+"""MEMIT (Meng et al., "Mass-Editing Memory in a Transformer", ICLR 2023, §4 and Alg. 1): one
+value per request, λ-regularised solve."""
 
 from __future__ import annotations
 

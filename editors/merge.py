@@ -1,4 +1,5 @@
-"""MEMIT-Merge (ALGORITHMS.md §5): requests that share a key share one value.
+"""MEMIT-Merge ("MEMIT-Merge: Addressing MEMIT's Key-Value Conflicts in Same-Subject Batch
+Editing for LLMs", §3.2): requests that share a key share one value.
 
 Requests about the same subject have (nearly) the same key, so MEMIT asks one key to map to
 several values and the least-squares solve averages them away. MEMIT-Merge groups them, trains
@@ -27,6 +28,7 @@ from lm.adapters import ArchAdapter
 
 class MergeEditor(MemitEditor):
     name = "memit_merge"
+    merges_shared_keys = True  # its groups: requests with one key share one value
 
     def groups(self, model, batch: EditBatch) -> list[list[int]]:
         if self.hparams.grouping == "subject":

@@ -1,4 +1,5 @@
-"""PMET (Li et al. 2024, ALGORITHMS.md §4): attention and MLP vectors, FFN-only rewrite.
+"""PMET (Li et al., "PMET: Precise Model Editing in a Transformer", AAAI 2024, method section):
+attention and MLP vectors, FFN-only rewrite.
 
 Two vectors are trained at l*: one added to the attention output, one to the MLP output (the
 components, not the residual stream), each decayed and clamped relative to its own initial norm.

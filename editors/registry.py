@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from editors.alphaedit import AlphaEditEditor
 from editors.covariances import CovarianceSource
@@ -17,8 +17,9 @@ from editors.memit import MemitEditor
 from editors.merge import MergeEditor
 from editors.pmet import PmetEditor
 from lm.adapters import adapter_for
+from lm.errors import UsageError
+from lm.progress import StageProgress
 
-Progress = Callable[[str, int, int], None]
 
 EDITORS: Mapping[str, type] = MappingProxyType(
     {
@@ -31,7 +32,7 @@ EDITORS: Mapping[str, type] = MappingProxyType(
 )
 
 
-class UnknownEditor(ValueError):
+class UnknownEditor(UsageError):
     """The editor name is not one of `EDITORS`."""
 
 
@@ -47,7 +48,7 @@ def make_editor(
     benchmark: str | None = None,
     hparams_file: HparamsFile | None = None,
     covariance: CovarianceSource | None = None,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
     cache_root: Path | None = None,
     reuse_values: bool = True,
 ):

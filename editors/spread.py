@@ -19,10 +19,10 @@ from editors.protocol import EditError
 from editors.solve import SpreadRule, delta_for_weight, spread_residual
 from editors.values import group_mean
 from lm.adapters import adapter_for
+from lm.progress import StageProgress
 
 # (layer, residuals R [d, G], keys K [d_ff, G]) -> ΔW [d, d_ff] float64
 Solver = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def spread_over_layers(
     targets: torch.Tensor,
     solve: Solver,
     rule: SpreadRule = "linear",
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
 ) -> SpreadResult:
     """Deltas for the MLP output projection of every layer in `layers` (see module docstring).
 

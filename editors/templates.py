@@ -10,12 +10,12 @@ the model fingerprint, so two runs edit identically and later runs skip the gene
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from lm.files import cache_root, write_json_atomic
+from lm.cache_entries import read_sealed_json, set_aside, write_sealed_json
+from lm.files import cache_root
 from lm.loading import model_fingerprint
 
 STARTERS = ("The", "Therefore", "Because", "I", "You")
@@ -35,20 +35,24 @@ def context_prefixes(
         return ()
     fingerprint = model_fingerprint(model)
     path = (root or cache_root()) / "templates" / f"{fingerprint}.n{count}-len{length}-seed{seed}.json"
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-            prefixes = stored["prefixes"]
-            if stored.get("model") == fingerprint and len(prefixes) == count:
-                return tuple(prefixes)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass  # a damaged file is regenerated below and overwritten atomically
+    stored = read_sealed_json(path)  # None if absent, or damaged (then set aside)
+    if stored is not None:
+        if _holds_prefixes(stored, fingerprint, count):
+            return tuple(stored["prefixes"])
+        set_aside(path, f"it does not hold {count} prefixes of model {fingerprint}")
     prefixes = generate_prefixes(model, tok, count, length, seed)
-    write_json_atomic(
+    write_sealed_json(
         path,
         {"model": fingerprint, "count": count, "length": length, "seed": seed, "prefixes": list(prefixes)},
     )
     return prefixes
+
+
+def _holds_prefixes(stored, fingerprint: str, count: int) -> bool:
+    if not isinstance(stored, dict) or stored.get("model") != fingerprint:
+        return False
+    prefixes = stored.get("prefixes")
+    return isinstance(prefixes, list) and len(prefixes) == count and all(isinstance(p, str) for p in prefixes)
 
 
 def generate_prefixes(model, tok, count: int, length: int, seed: int) -> tuple[str, ...]:

@@ -35,9 +35,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from editors.keys import KeySite
-from editors.values import Progress, ValueOptions, ValueResult, combine_results, optimise_values
+from editors.values import ValueOptions, ValueResult, combine_results, optimise_values
 from lm.files import atomic_path, cache_root
 from lm.loading import model_fingerprint
+from lm.progress import StageProgress
 
 # Bump when the meaning of a stored file or of the key changes; older files then stop matching.
 VALUE_CACHE_FORMAT = 1
@@ -179,7 +180,7 @@ def optimise_reusing(
     groups: Sequence[Sequence[int]],
     site_modules: Sequence[str],
     options: ValueOptions,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
 ) -> ValueResult:
     """`optimise_values` for the groups the cache lacks; stored results for the rest.
 

@@ -4,7 +4,7 @@ For each group of requests (one request per group for MEMIT; one subject per gro
 MEMIT-Merge) a free vector δ_g is added to the output of one or more modules at layer l* (the
 block for MEMIT, the attention and MLP outputs for PMET) at the key token of every rewriting
 prompt of the group's requests, and trained with Adam so the model predicts each request's
-target (ALGORITHMS.md §3):
+target (MEMIT, Meng et al. ICLR 2023, §4; the decay term as in its reference code):
 
     loss_g = Σ_{r∈g} [ w_r · NLL_r + kl_factor · KL(p_δ ‖ p_0)_r ] + Σ_sites decay · ‖δ‖ / ‖h_0‖²
 
@@ -18,12 +18,18 @@ All groups train together: one forward/backward per step over every active seque
 up, so `editors.upper` computes the rest once; logits are taken only at target and KL rows.
 Groups are independent (their losses share no parameters and Adam is element-wise), so this
 equals optimising each group alone.
+
+That independence is also what bounds memory: `optimise_values` runs the groups in consecutive
+chunks, each chunk as many groups as the memory budget holds by the estimate of
+`editors.memory_plan` (all of them when they fit), and halves a chunk that runs out anyway.
+Inside a chunk everything above happens unchanged (`_optimise_chunk`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -32,14 +38,16 @@ import torch
 import torch.nn.functional as F
 
 from editors.keys import KeySite
+from editors.memory_plan import PromptRow, request_bytes
 from editors.protocol import EditError
 from editors.upper import SplitBatch, capture_upper_state, run_upper
 from lm.adapters import adapter_for
 from lm.hooks import add_at_positions, capture
+from lm.memory import MemoryBudget, ModelShape, chunk_for, run_in_chunks
 from lm.precision import cast_copy
+from lm.progress import StageProgress
 from lm.scoring import output_logits
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -88,6 +96,7 @@ class ValueResult:
     seconds: float  # time spent in this call (through the value cache: lookups and writes too)
     reused_groups: int = 0  # groups taken from `editors.value_cache` instead of optimised now
     reused_seconds: float = 0.0  # what those groups cost when they were optimised
+    chunks: tuple[int, ...] = ()  # groups per chunk optimised in this call, in order (none reused)
 
     def targets(self, site: str) -> torch.Tensor:
         """z = h_0 + δ at `site`, [G, d]."""
@@ -106,6 +115,7 @@ class ValueResult:
             seconds=0.0,
             reused_groups=0,
             reused_seconds=0.0,
+            chunks=(),
         )
 
 
@@ -132,6 +142,7 @@ def combine_results(parts: Sequence[tuple[Sequence[int], ValueResult]], n_groups
         seconds=sum(result.seconds for _, result in parts),
         reused_groups=sum(result.reused_groups for _, result in parts),
         reused_seconds=sum(result.reused_seconds for _, result in parts),
+        chunks=tuple(size for _, result in parts for size in result.chunks),
     )
 
 
@@ -227,27 +238,93 @@ def optimise_values(
     groups: Sequence[Sequence[int]],
     site_modules: Sequence[str],
     options: ValueOptions,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
+    memory: MemoryBudget | None = None,
 ) -> ValueResult:
     """Train one δ per group and site; see the module docstring for the loss.
 
     `sites[r]` are request r's key sites (bare prompt first), `essence[r]` its drift probe (or
     None), `targets[r]` its target token ids, `groups` lists request indices per δ, and
     `site_modules` the modules of block `layer` (l*, or the block itself) whose outputs receive δ.
+
+    The groups are optimised in consecutive chunks sized to fit `memory` (default
+    `MemoryBudget.resolve`: `EDITSCOPE_MAX_MEMORY`, else a share of the device's free memory)
+    by the estimate of `editors.memory_plan`; a chunk that runs out of memory anyway is halved
+    and retried. Groups are independent, so chunking changes only speed and peak memory (the
+    values agree with one whole-batch pass to float rounding: different batch shapes sum in a
+    different order).
     """
     started = time.perf_counter()
-    adapter = adapter_for(model)
+    device = next(model.parameters()).device
+    budget = memory or MemoryBudget.resolve(device)
+    # The room is measured before the compute copy exists and the copy's size subtracted: on a
+    # CPU the allocator keeps what the copy's casting freed, so RSS after it overstates its cost.
+    room = budget.room(device)
     runner = forward_copy(model, options.dtype)
+    shape = ModelShape.from_model(runner)
+    room -= 0 if runner is model else shape.parameter_bytes
+    costs = group_bytes(shape, next(runner.parameters()).element_size(), layer,
+                        sites, essence, targets, groups, use_kl=options.kl_factor > 0,
+                        eager=runner.config._attn_implementation == "eager")
+    chunk = chunk_for(room, costs)
+    # Progress counts steps over all chunks; halving a chunk re-plans the ones still to run.
+    counts = {"steps": 0, "groups": 0, "chunks": math.ceil(len(groups) / chunk)}
+
+    def chunk_progress(stage: str, done: int, total: int) -> None:
+        if progress:
+            progress(stage, counts["steps"] + done, total * counts["chunks"])
+
+    def optimise_chunk(chosen: list[int]) -> ValueResult:
+        result = _optimise_chunk(runner, layer, sites, essence, targets, [groups[g] for g in chosen],
+                                 site_modules, options, chunk_progress, budget)
+        counts["steps"] += options.steps
+        counts["groups"] += len(chosen)
+        return result
+
+    def replan(size: int, _error: BaseException) -> None:
+        done_chunks = counts["steps"] // options.steps
+        counts["chunks"] = done_chunks + math.ceil((len(groups) - counts["groups"]) / size)
+
+    parts = run_in_chunks(len(groups), chunk, optimise_chunk, device, replan)
+    combined = combine_results(parts, len(groups))
+    return dataclasses.replace(combined, seconds=time.perf_counter() - started)
+
+
+def group_bytes(shape: ModelShape, compute_bytes: int, layer: int, sites: Sequence[Sequence[KeySite]],
+                essence: Sequence[KeySite | None], targets: Sequence[Sequence[int]],
+                groups: Sequence[Sequence[int]], use_kl: bool, eager: bool) -> list[int]:
+    """The estimated peak bytes of each group's optimisation (`editors.memory_plan`), for a
+    forward/backward in `compute_bytes`-byte floats (`eager`: with eager attention)."""
+    def request(r: int) -> int:
+        target = len(targets[r])
+        rows = [PromptRow(site.position, len(site.ids) - site.position + target - 1, target_rows=target)
+                for site in sites[r]]
+        if use_kl and essence[r] is not None:
+            rows.append(PromptRow(essence[r].position, 1, kl_rows=1))
+        return request_bytes(shape, layer, rows, compute_bytes, eager)
+
+    return [sum(request(r) for r in members) for members in groups]
+
+
+def _optimise_chunk(
+    runner,
+    layer: int,
+    sites: Sequence[Sequence[KeySite]],
+    essence: Sequence[KeySite | None],
+    targets: Sequence[Sequence[int]],
+    groups: Sequence[Sequence[int]],
+    site_modules: Sequence[str],
+    options: ValueOptions,
+    progress: StageProgress | None,
+    budget: MemoryBudget,
+) -> ValueResult:
+    """`optimise_values` for the requests of `groups` in one batched pass (`runner` is the
+    model copy the forward/backward runs on)."""
+    started = time.perf_counter()
+    adapter = adapter_for(runner)
     modules = [runner.get_submodule(name) for name in site_modules]
-    # Only the requests of `groups` take part (MEMIT-Merge optimises subsets separately), so
-    # they are re-indexed 0… in group order; errors still name the caller's indices.
     original_groups = [list(members) for members in groups]
-    included = [r for members in groups for r in members]
-    sites = [sites[r] for r in included]
-    essence = [essence[r] for r in included]
-    targets = [targets[r] for r in included]
-    local = {r: i for i, r in enumerate(included)}
-    groups = [[local[r] for r in members] for members in original_groups]
+    sites, essence, targets, groups = _restricted_to(groups, sites, essence, targets)
     plan = _plan(sites, essence, targets, groups, use_kl=options.kl_factor > 0)
     rows = _Buckets(runner, adapter, layer, plan.prefixes, plan.suffixes)
 
@@ -273,13 +350,7 @@ def optimise_values(
 
         hidden = rows.run(add_vectors)  # [Σ rows × suffix length, d], see _Buckets
         if first:
-            # h_0 per request at its bare prompt, then averaged over each group's members.
-            bare = rows.flat_index(plan.bare_rows, torch.zeros_like(plan.bare_rows))
-            per_request = [
-                torch.cat([r[str(i)].reshape(-1, rows.width) for r in recorded])[bare].float()
-                for i in range(len(modules))
-            ]
-            initial = [group_mean(h, groups) for h in per_request]
+            initial = _initial_outputs(recorded, rows, plan, groups, len(modules))
 
         token_hidden = hidden[rows.flat_index(view.token_row, view.token_col)]
         token_nll, hits = _token_terms(runner, token_hidden, view.token_id)
@@ -317,16 +388,12 @@ def optimise_values(
         if step == options.steps - 1 or not active.any():
             break
         objective = (group_sum + decay)[active].sum()
+        if first and n_groups > 1:
+            # The first step's graph is alive (the costliest): a chunk over budget is halved.
+            budget.check(next(runner.parameters()).device, f"Optimising {n_groups} value vectors at once")
         optimiser.zero_grad()
         objective.backward()
-        before = [d.detach().clone() for d in deltas]
-        optimiser.step()
-        with torch.no_grad():
-            for d, old, h0 in zip(deltas, before, initial):
-                d[~active] = old[~active]  # frozen groups keep their vector
-                limit = options.clamp_factor * h0.norm(dim=1)
-                norm = d.norm(dim=1)
-                d.mul_(torch.where(norm > limit, limit / norm.clamp_min(1e-12), 1.0)[:, None])
+        _adam_step(optimiser, deltas, initial, active, options.clamp_factor)
         updates[active] += 1
         if not torch.equal(view.groups_active, active):
             view = _ActiveView.of(plan, active)
@@ -340,6 +407,7 @@ def optimise_values(
         nll=nll_seen,
         updates=updates,
         seconds=time.perf_counter() - started,
+        chunks=(n_groups,),
     )
     _check_finite(result, original_groups)
     return result
@@ -356,6 +424,43 @@ def _argmax_and_kl_reached(view: "_ActiveView", hits: torch.Tensor, request_kl: 
     group_scored = torch.zeros(groups).index_add(0, plan.request_group, scored)
     group_kl = torch.zeros(groups).index_add(0, plan.request_group, options.kl_factor * request_kl) / plan.group_size
     return (group_scored > 0) & (group_misses == 0) & (group_kl <= options.argmax_stop_kl)
+
+
+def _restricted_to(groups, sites, essence, targets):
+    """Only the requests of `groups` take part (a chunk, or MEMIT-Merge's subsets), re-indexed
+    0… in group order; errors still name the caller's indices (`_check_finite`)."""
+    included = [r for members in groups for r in members]
+    local = {r: i for i, r in enumerate(included)}
+    return (
+        [sites[r] for r in included],
+        [essence[r] for r in included],
+        [targets[r] for r in included],
+        [[local[r] for r in members] for members in groups],
+    )
+
+
+def _initial_outputs(recorded, rows: "_Buckets", plan: _Plan, groups, n_sites: int) -> list[torch.Tensor]:
+    """h_0 per site: each request's unedited output at its bare prompt's key token, averaged
+    over each group's members."""
+    bare = rows.flat_index(plan.bare_rows, torch.zeros_like(plan.bare_rows))
+    per_request = [
+        torch.cat([r[str(i)].reshape(-1, rows.width) for r in recorded])[bare].float()
+        for i in range(n_sites)
+    ]
+    return [group_mean(h, groups) for h in per_request]
+
+
+def _adam_step(optimiser, deltas, initial, active: torch.Tensor, clamp_factor: float) -> None:
+    """One Adam step for the active groups; frozen groups keep their vector, and every vector is
+    projected back onto the ball of radius clamp_factor · ‖h_0‖."""
+    before = [d.detach().clone() for d in deltas]
+    optimiser.step()
+    with torch.no_grad():
+        for d, old, h0 in zip(deltas, before, initial):
+            d[~active] = old[~active]
+            limit = clamp_factor * h0.norm(dim=1)
+            norm = d.norm(dim=1)
+            d.mul_(torch.where(norm > limit, limit / norm.clamp_min(1e-12), 1.0)[:, None])
 
 
 @dataclass(frozen=True)

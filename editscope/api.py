@@ -16,8 +16,7 @@ from experiments.console import console
 from experiments.edit_sets import MAX_TARGET_TOKENS, EditSet, cut_long_targets, edit_set_of
 from experiments.harness import run_batch
 from experiments.records import RunRecord, Settings
-from experiments.report import Report, render_all
-from experiments.report import write_report as write_report_json
+from experiments.report import Report, publish_report
 from experiments.workers import Job
 
 
@@ -55,10 +54,8 @@ def compare(editors: Sequence[str] | None, model: Any, tok: Any, edits: Sequence
 
 def write_report(report: Report, reports_dir: str | Path = "reports") -> Path:
     """Write report.json into a new run folder under `reports_dir` and render Markdown, CSV and
-    HTML beside it, as the CLI does; returns the folder."""
-    run_dir = write_report_json(report, Path(reports_dir))
-    render_all(run_dir)
-    return run_dir
+    HTML beside it, as the CLI does (the folder appears whole or not at all); returns it."""
+    return publish_report(report, Path(reports_dir))
 
 
 def _edit_set(edits: Sequence[EditRequest] | EditSet, tok: Any, max_target_tokens: int) -> EditSet:

@@ -5,6 +5,6 @@ Owns: the harness (`harness`: single / batch / sequential runs of any editor), w
 (`scoring`, `aggregate`), the cached unedited references (`baseline`, `heldout`), result
 records (`records`), edit sets and provenance (`edit_sets`, `environment`), the unedited
 baseline editor (`identity`), editor discovery (`discovery`), tables (`tables`), saved edits and answers for `ask`
-(`saved_edits`, `answers`), CLI commands (`commands`) and runnable comparisons (`scripts`). Must not touch: editor internals (only the
+(`saved_edits`, `answers`), CLI commands (`commands`) and the scripts not yet turned into commands (`scripts`). Must not touch: editor internals (only the
 `Editor` / `Applied` seam), model weights other than through an editor, benchmark files.
 """

@@ -2,7 +2,9 @@
 
 Two requests collide when they share a subject (so MEMIT reads the same key for both and must
 map one key to two values) or when their keys at the edit layers lie closer than a threshold
-relative to the mean key norm (different text, near-identical key). Used by `editscope edit`.
+relative to the mean key norm (different text, near-identical key). Only editors that write one
+value per key and do not merge shared keys (`KeyValueWriter` with `merges_shared_keys` false)
+are hurt by them. Used by `editscope edit`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from typing import Sequence
 
 import torch
 
-from editors.akd import batch_keys
 from data.requests import EditRequest
+from editors.akd import batch_keys
+from editors.protocol import Editor, KeyValueWriter
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,16 @@ class Collision:
 
     def sentence(self) -> str:
         return f"requests {self.first} and {self.second} ({self.reason})"
+
+
+def key_collisions(editor: Editor, model, tok, requests: Sequence[EditRequest],
+                   relative_threshold: float) -> list[Collision]:
+    """The pairs `editor` would write under one key, overwriting one value with the other
+    (none for editors that write no keys or merge requests sharing one)."""
+    if not isinstance(editor, KeyValueWriter) or editor.merges_shared_keys:
+        return []
+    return same_subject_pairs(requests) + close_key_pairs(
+        model, tok, requests, editor.key_layer, relative_threshold, editor.key_token)
 
 
 def same_subject_pairs(requests: Sequence[EditRequest]) -> list[Collision]:

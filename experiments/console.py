@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from typing import Callable, Iterator, NoReturn, Sequence
 
 import click
@@ -20,13 +21,30 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from lm.errors import UsageError
+
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a program stopped by Ctrl-C
 
 
 def fail(message: str) -> NoReturn:
     """Print one sentence to stderr and exit with the usage-error code."""
     click.echo(f"Error: {message}", err=True)
     sys.exit(USAGE_ERROR)
+
+
+@contextlib.contextmanager
+def exit_codes() -> Iterator[None]:
+    """How a command ends when it does not succeed: a `UsageError` prints its sentence and
+    exits 2; Ctrl-C exits 130 (every file is written atomically, so it leaves no partial
+    report or cache entry); anything else is a bug and propagates with its traceback (exit 1)."""
+    try:
+        yield
+    except UsageError as error:
+        fail(str(error).strip() or type(error).__name__)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(INTERRUPTED)
 
 
 def console(quiet: bool = False) -> Console:
@@ -56,6 +74,32 @@ def progress_bar(out: Console, description: str, unit: str) -> Iterator[Callable
             bar.update(task, completed=done, total=total, rate=rate)
 
         yield update
+
+
+@contextlib.contextmanager
+def stages(out: Console, total: int) -> Iterator[Callable[[str], None]]:
+    """Yield `begin(title)`, called as each of `total` stages starts; shows the stage, how
+    many are done and the elapsed time (for long steps that report no progress of their own)."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=out, disable=out.quiet, transient=False) as bar:
+        task = bar.add_task("", total=total)
+        begun = []
+
+        def begin(title: str) -> None:
+            bar.update(task, description=title, completed=len(begun))
+            begun.append(title)
+
+        yield begin
+        bar.update(task, completed=len(begun))
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Hide the Python warnings libraries print (deprecations, dtype notes) during a step whose
+    own output is the progress display; editscope's own warnings go through logging and stay."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 @contextlib.contextmanager

@@ -1,14 +1,13 @@
-"""The editors the CLI and the comparison scripts can run, by name, and building one for a model.
+"""The editors the CLI can run, by name, and building one for a model.
 
 Locate-then-edit editors come from `editors.registry`, retrieval editors from
 `retrieval.registry`. An editor that cannot be built for this model (e.g. a retrieval editor
-without a checkpoint trained for it) is listed with the reason rather than stopping a
-comparison of the others.
+without a checkpoint trained for it) raises `EditorUnavailable` with the reason, so a
+comparison of "all" editors can list it and run the others (`commands.sweep.line_up`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from editors import registry as weight_editors
@@ -16,37 +15,17 @@ from editors.hparams import EDITOR_HPARAMS, HparamsError, ValueOptimisationHpara
 from editors.hparams_files import HparamsRequest, setting_path, split_setting
 from editors.protocol import Editor
 from experiments.identity import IdentityEditor
+from lm.errors import UsageError
 from lm.loading import model_fingerprint
 
-RETRIEVAL_EDITORS = ("recipe", "medrek")
+RETRIEVAL_EDITORS = ("recipe", "medrek", "medrek_copy", "ike")
 EDITOR_NAMES = (*weight_editors.editor_names(), *RETRIEVAL_EDITORS)
 # What a comparison can run: the unedited reference, then every editor.
 LINEUP_NAMES = (IdentityEditor.name, *EDITOR_NAMES)
 
 
-class EditorUnavailable(LookupError):
+class EditorUnavailable(UsageError, LookupError):
     """A named editor cannot be built in this checkout (the message says why)."""
-
-
-@dataclass(frozen=True)
-class Lineup:
-    """The editors a comparison will run (unedited baseline first) and those it cannot."""
-
-    editors: tuple[Editor, ...]
-    unavailable: Mapping[str, str]  # editor name -> one sentence on why
-
-
-def discover_editors(model: Any) -> Lineup:
-    """Every editor of `EDITOR_NAMES` that can be built for this model, after the unedited baseline."""
-    editors: list[Editor] = [IdentityEditor()]
-    unavailable: dict[str, str] = {}
-    for name in EDITOR_NAMES:
-        try:
-            editors.append(make_named_editor(name, model))
-        # A comparison must not die because one editor cannot be built; the reason is shown.
-        except Exception as error:  # noqa: BLE001
-            unavailable[name] = _reason(error)
-    return Lineup(tuple(editors), unavailable)
 
 
 def build_editor(name: str, model: Any) -> Editor:
@@ -57,7 +36,9 @@ def build_editor(name: str, model: Any) -> Editor:
                                 f"{name!r} (buildable: {', '.join(sorted(EDITOR_NAMES))}).")
     try:
         return make_named_editor(name, model)
-    except Exception as error:  # noqa: BLE001 - any failure means "cannot be built", said once
+    # The user's setting (no checkpoint for this model, an unsupported architecture) or a
+    # missing optional library; anything else is a bug and keeps its traceback.
+    except (UsageError, ImportError, OSError) as error:
         raise EditorUnavailable(f"Editor {name!r} cannot be built: {_reason(error)}") from error
 
 
@@ -83,12 +64,12 @@ def build_lineup_editor(name: str, model: Any, key_value_overrides: Mapping[str,
         return weight_editors.make_editor(name, model, overrides, **choice)
     except HparamsError:
         raise
-    except Exception as error:  # noqa: BLE001 - as build_editor: any failure means "cannot be built"
+    except (UsageError, ImportError, OSError) as error:  # as build_editor
         raise EditorUnavailable(f"Editor {name!r} cannot be built: {error}") from error
 
 
 def check_lineup_name(name: str) -> None:
-    """Refuse (one-sentence ValueError) a name that is neither a line-up name nor a weight
+    """Refuse (a one-sentence UsageError) a name that is neither a line-up name nor a weight
     editor with a shipped setting ("memit_merge@memit_budget")."""
     editor, setting = split_setting(name)
     if editor not in LINEUP_NAMES:
@@ -125,7 +106,7 @@ def make_named_editor(name: str, model: Any) -> Editor:
     """The editor `name` with its default settings for `model`, from the registry that owns it."""
     if name in RETRIEVAL_EDITORS:
         # Imported on demand: it loads faiss and the knowledge encoder, which the weight
-        # editors never need, and an import failure then only makes these two unavailable.
+        # editors never need, and an import failure then only makes these unavailable.
         from retrieval import registry as retrieval_editors
 
         return retrieval_editors.make_editor(name, model)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from data.batches import random_batch
+from data.batches import BatchError, random_batch
 from data.benchmarks import BENCHMARKS, load_benchmark, shipped_file
 from data.field_maps import FieldMap
 from data.requests import EditRequest, LocalityProbe
@@ -39,12 +39,13 @@ MAX_TARGET_TOKENS = 128
 
 
 def draw_edits(benchmark: str, n: int, seed: int, split: str | None = None,
-               fields: FieldMap | None = None) -> EditSet:
+               fields: FieldMap | None = None, asked_by: str | None = None) -> EditSet:
     """n requests drawn uniformly (seeded) from a shipped benchmark split or a benchmark file
     (read through the field map `fields` when given).
 
     Raises `BenchmarkError` for an unknown name or a bad file/record and `BatchError` when n is
-    not between 1 and the number of requests available (both one-sentence `ValueError`s).
+    not between 1 and the number of requests available (both one-sentence `UsageError`s); the
+    latter starts with `asked_by`, the options that asked for n (e.g. "--batch 50").
     """
     requests = load_benchmark(benchmark, split, fields)
     if benchmark in BENCHMARKS:
@@ -56,7 +57,11 @@ def draw_edits(benchmark: str, n: int, seed: int, split: str | None = None,
         path = Path(benchmark)
         dataset = DatasetInfo(str(requests[0].metadata["benchmark"]), None, str(path),
                               file_sha256(path))
-    return EditSet(tuple(random_batch(requests, n, seed)), dataset, seed)
+    try:
+        drawn = random_batch(requests, n, seed)
+    except BatchError as error:
+        raise BatchError(f"{asked_by}: {error}" if asked_by else str(error)) from None
+    return EditSet(tuple(drawn), dataset, seed)
 
 
 def edit_set_of(requests: Sequence[EditRequest], label: str, seed: int = 0) -> EditSet:

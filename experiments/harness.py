@@ -8,10 +8,10 @@
 
 Single is batch mode with batch size 1. Every editor of a comparison gets the same `EditSet`,
 hence the same records in the same order, and is read against the same cached pre-edit
-baseline. The harness needs only `editor.name`, `editor.apply(model, tok, requests)` and the
-handle's `undo()`; it scores through the handle's `scorer` when it has one (retrieval
-editors), else through a plain `LMScorer` on the model the editor changed in place. However a
-run ends, every applied edit is undone, and the model must then hash as it did before.
+baseline. The harness uses only the `Editor` and `Applied` protocols (editors/protocol.py):
+it scores through the handle's `scorer` and records the editor's `hparams` and the handle's
+`info`. However a run ends, every applied edit is undone, and the model must then hash as it
+did before.
 """
 
 from __future__ import annotations
@@ -19,26 +19,26 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from data.validation import validate_batch
 from data.requests import EditRequest, validate_requests
-from editors.protocol import Editor
+from editors.protocol import Applied, Editor
 from experiments.aggregate import aggregate
 from experiments.baseline import BaselineCache
+from experiments.context import check_context
 from experiments.edit_sets import EditSet
 from experiments.environment import package_versions
 from experiments.errors import HarnessError
-from experiments.heldout import HeldoutText, heldout_perplexity, heldout_text
+from experiments.heldout import HeldoutText, PieceLosses, heldout_text
 from experiments.records import (
     RECORD_FORMAT, Aggregate, ModelInfo, RequestResult, RunRecord, Settings, StepResult, StepTiming,
     Timings, Validation,
 )
 from experiments.scoring import model_health, score_requests
-from lm.loading import model_fingerprint
-from lm.scoring import LMScorer
+from lm.loading import check_finite_outputs, model_fingerprint
+from lm.progress import Progress
 
-Progress = Callable[[int, int], None]  # (steps done, steps in total)
 
 
 class EditorRestoreError(RuntimeError):
@@ -73,16 +73,18 @@ def prepare_baseline(model: Any, tok: Any, edit_sets: Sequence[EditSet], setting
     fingerprint = model_fingerprint(model)  # of every weight: taken once, not per edit set
     for edits in edit_sets:
         validate_requests(edits.requests)
+        check_context(edits.requests, tok, model)
         _baseline(model, tok, fingerprint, edits, settings, baseline_dir)
 
 
 def _baseline(model: Any, tok: Any, fingerprint: str, edits: EditSet, settings: Settings,
-              baseline_dir: Path | None) -> tuple[list, HeldoutText | None, float | None]:
-    """The unedited locality predictions, the held-out text and its unedited perplexity."""
+              baseline_dir: Path | None) -> tuple[list, HeldoutText | None, PieceLosses | None]:
+    """The unedited locality predictions, the held-out text and its unedited losses."""
     cache = BaselineCache(model, tok, fingerprint, baseline_dir)
     unedited = cache.locality(edits.requests, about={
         "dataset": asdict(edits.dataset), "record_indices": list(edits.record_indices)})
-    heldout = (heldout_text(tok, settings.perplexity_tokens, settings.perplexity_corpus)
+    heldout = (heldout_text(tok, settings.perplexity_tokens, settings.perplexity_corpus,
+                            settings.perplexity_context_words)
                if settings.perplexity_tokens else None)
     return unedited, heldout, cache.perplexity(heldout) if heldout else None
 
@@ -95,12 +97,14 @@ class _Run:
         # Refuse bad input before any expensive work.
         validate_requests(edits.requests)
         self.batches = _batches(len(edits.requests), batch_size)
+        check_context(edits.requests, tok, model)
+        check_finite_outputs(model, tok, "The model to edit")
         self.batch_size = batch_size
         self.started = time.perf_counter()
         self.editor, self.model, self.tok, self.edits, self.settings = editor, model, tok, edits, settings
         self.requests: tuple[EditRequest, ...] = edits.requests
         self.fingerprint = model_fingerprint(model)
-        self.unedited, self.heldout, self.perplexity_before = _baseline(
+        self.unedited, self.heldout, self.losses_before = _baseline(
             model, tok, self.fingerprint, edits, settings, baseline_dir)
         self.baseline_seconds = time.perf_counter() - self.started
 
@@ -150,17 +154,18 @@ class _Run:
         self._check_restored()
         return self._record("sequential", steps, steps[-1].aggregate, timings, final_undo_seconds)
 
-    def _score(self, number: int, applied: Any, applied_positions: Sequence[int],
+    def _score(self, number: int, applied: Applied, applied_positions: Sequence[int],
                scored_positions: Sequence[int]) -> StepResult:
-        scorer = getattr(applied, "scorer", None) or LMScorer(self.model, self.tok)
+        scorer = applied.scorer
         scored = [self.requests[i] for i in scored_positions]
         results: list[RequestResult] = score_requests(
             scorer, scored, [self.unedited[i] for i in scored_positions])
-        health = model_health(
-            scorer, applied, scored, self.settings.fluency_prompts,
-            self.settings.fluency_new_tokens,
-            (lambda s: heldout_perplexity(s, self.heldout)) if self.heldout else None,
-        )
+        # The run's first `fluency_prompts` requests are continued wherever they are scored, so
+        # a run of one-edit steps generates as many texts as one batch, not one per step.
+        fluent = [self.requests[i].prompt for i in scored_positions[: self.settings.fluency_prompts]
+                  if i < self.settings.fluency_prompts]
+        health = model_health(scorer, applied, scored, fluent, self.settings, self.edits.seed,
+                              self.heldout, self.losses_before)
         return StepResult(
             step=number,
             applied_indices=tuple(self.requests[i].metadata.get("index") for i in applied_positions),
@@ -178,13 +183,13 @@ class _Run:
 
     def _record(self, mode: str, steps: list[StepResult], overall: Aggregate,
                 timings: list[StepTiming], final_undo_seconds: float) -> RunRecord:
-        hparams = getattr(self.editor, "hparams", None)
+        hparams = self.editor.hparams
         return RunRecord(
             format=RECORD_FORMAT,
             mode=mode,
             batch_size=self.batch_size,
             editor=self.editor.name,
-            hparams=hparams.to_dict() if hasattr(hparams, "to_dict") else None,
+            hparams=None if hparams is None else hparams.to_dict(),
             model=ModelInfo(
                 fingerprint=self.fingerprint,
                 model_type=str(getattr(self.model.config, "model_type", "")),
@@ -195,7 +200,7 @@ class _Run:
             record_indices=self.edits.record_indices,
             settings=self.settings,
             versions=package_versions(),
-            perplexity_before=self.perplexity_before,
+            perplexity_before=self.losses_before.perplexity if self.losses_before else None,
             steps=tuple(steps),
             aggregate=overall,
             timings=Timings(
@@ -217,11 +222,10 @@ def _batches(count: int, batch_size: int) -> list[list[int]]:
     return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
 
 
-def _reused_seconds(applied: Any) -> float:
+def _reused_seconds(applied: Applied) -> float:
     """The original cost of the values an editor reused (`info["seconds"]["values_reused"]` of
     the key–value editors); 0.0 for editors that report no such thing."""
-    info = getattr(applied, "info", None)
-    seconds = info.get("seconds") if isinstance(info, Mapping) else None
+    seconds = applied.info.get("seconds")
     reused = seconds.get("values_reused", 0.0) if isinstance(seconds, Mapping) else 0.0
     return float(reused or 0.0)
 

@@ -16,7 +16,8 @@ import dataclasses
 import json
 import types
 import typing
-from dataclasses import dataclass
+from types import MappingProxyType
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,7 +25,11 @@ from data.corpus import CORPUS_NAMES
 from experiments.errors import HarnessError
 from lm.files import atomic_path
 
-RECORD_FORMAT = 1
+# 2: fluency by seeded top-k sampling, perplexity in context, per-token "score", intervals.
+# Format-1 records stay readable; their settings are filled with what format 1 measured.
+RECORD_FORMAT = 2
+FORMAT_1_SETTINGS = MappingProxyType({"fluency_top_k": 0, "perplexity_context_words": 1})
+Interval = tuple[float, float]  # 95% bootstrap interval (low, high), see metrics.uncertainty
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,11 @@ class RequestResult:
 
     `efficacy_*` are measured on the edit prompt, `generality_*` on the rephrasings (mean over
     them). `*_accuracy` is convention (a), teacher-forced target token accuracy; `*_score` is
-    convention (b), the share of prompts where P(target_new) > P(target_true). `locality` maps
-    each probe group to the agreement of the edited model's argmax with the unedited model's.
+    convention (b), MEMIT's "score": the share of prompts where the new target's mean per-token
+    NLL is below the old target's. `locality` maps each probe group to the agreement of the
+    edited model's argmax with the unedited model's; `locality_score` is MEMIT's "NS", the share
+    of locality probes still preferring their own answer to target_new (per-token, as above).
+    The scores need `target_true` and are None without it.
     """
 
     record_index: int | None  # position in the benchmark file (None for hand-made requests)
@@ -43,6 +51,7 @@ class RequestResult:
     generality_accuracy: float | None
     generality_score: float | None
     locality: dict[str, float]
+    locality_score: float | None = None  # absent from format-1 records
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,17 @@ class RetrievalSummary:
 
 
 @dataclass(frozen=True)
+class FluencySample:
+    """One fluency generation: the edit prompt, the sampled continuation (exactly `new_tokens`
+    tokens) and the n-gram entropy ×100 of prompt + continuation."""
+
+    prompt: str
+    continuation: str
+    new_tokens: int
+    fluency: float
+
+
+@dataclass(frozen=True)
 class ModelHealth:
     """What one scoring step measured beyond the requests themselves."""
 
@@ -65,6 +85,8 @@ class ModelHealth:
     fluency_texts: int
     perplexity_after: float | None  # None when perplexity is switched off
     retrieval: RetrievalSummary | None  # None unless the edit exposes retrieval outcomes
+    fluency_samples: tuple[FluencySample, ...] = ()  # every generation (format 2)
+    perplexity_change_interval: Interval | None = None  # of after / before - 1, over pieces
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,9 @@ class Aggregate:
 
     `locality` holds the per-group means (MedCF: td, em, ss, ts), `locality_mean` their
     unweighted mean, `average` MedREK's eq. 13 on the token-accuracy convention.
+    `intervals` maps a figure's field name (`efficacy_accuracy`, `locality.td`, `fluency`,
+    `perplexity_change`, ...) to its 95% bootstrap interval over the edits (fluency: over the
+    generations; perplexity: over the held-out pieces); see `experiments.aggregate`.
     """
 
     requests: int
@@ -84,6 +109,8 @@ class Aggregate:
     locality_mean: float | None
     average: float | None
     health: ModelHealth
+    locality_score: float | None = None  # MEMIT's NS, mean over requests that have it
+    intervals: dict[str, Interval] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -142,16 +169,23 @@ class Settings:
     """Run settings that change the numbers; the defaults keep a CPU run short, and the record
     carries them so a reader knows what was measured (the papers generate 100 new tokens)."""
 
-    fluency_prompts: int = 20  # at most this many edit prompts per step are continued (0: off)
-    fluency_new_tokens: int = 40  # greedy new tokens per continuation
-    perplexity_tokens: int = 1024  # held-out target tokens per perplexity (0: off)
+    fluency_prompts: int = 50  # the run's first this many edit prompts are continued (0: off)
+    fluency_new_tokens: int = 100  # sampled new tokens per continuation, exactly
+    fluency_top_k: int = 5  # top-k sampling as ROME/MEMIT; 0: greedy until EOS (format 1)
+    perplexity_tokens: int = 8192  # held-out target tokens per perplexity (0: off)
     perplexity_corpus: str = "wikitext2-test"
+    perplexity_context_words: int = 16  # preceding words each piece is scored after (format 1: 1)
 
     def __post_init__(self) -> None:
         if self.fluency_prompts < 0:
             raise HarnessError(f"fluency_prompts must be 0 or more, not {self.fluency_prompts}.")
         if self.fluency_new_tokens < 1:
             raise HarnessError(f"fluency_new_tokens must be at least 1, not {self.fluency_new_tokens}.")
+        if self.fluency_top_k < 0:
+            raise HarnessError(f"fluency_top_k must be 0 or more, not {self.fluency_top_k}.")
+        if self.perplexity_context_words < 1:
+            raise HarnessError(
+                f"perplexity_context_words must be at least 1, not {self.perplexity_context_words}.")
         if self.perplexity_tokens < 0:
             raise HarnessError(f"perplexity_tokens must be 0 or more, not {self.perplexity_tokens}.")
         if self.perplexity_corpus not in CORPUS_NAMES:
@@ -230,34 +264,70 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
+        if data.get("format") == 1 and isinstance(data.get("settings"), dict):
+            data = {**data, "settings": {**FORMAT_1_SETTINGS, **data["settings"]}}
         return _build(cls, data)
 
 
-def _build(annotation: Any, value: Any) -> Any:
+class RecordTypeError(TypeError):
+    """A record read from JSON holds a value of the wrong type (the message names the field)."""
+
+
+def _build(annotation: Any, value: Any, where: str = "record") -> Any:
     """Rebuild a value of the annotated type from its JSON form (lists back into tuples,
-    dicts back into dataclasses), following the dataclasses' type hints. A field added later
-    with a default (e.g. `StepTiming.reused_seconds`) may be absent: older records stay
-    readable under the same format number; every other field is required."""
-    if value is None:
-        return None
-    if dataclasses.is_dataclass(annotation):
-        hints = typing.get_type_hints(annotation)
-        return annotation(**{
-            field.name: _build(hints[field.name], value[field.name])
-            for field in dataclasses.fields(annotation)
-            if field.name in value or field.default is dataclasses.MISSING
-        })
+    dicts back into dataclasses), following the dataclasses' type hints, and check every value
+    against them on the way, so a field added to a record later is checked without more code.
+    Raises RecordTypeError naming the field (`where`) and the expected type. A field added
+    later with a default (e.g. `StepTiming.reused_seconds`) may be absent: older records stay
+    readable under the same format number; every other field is required (KeyError)."""
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        # Optional[X]: the value is not None here, so it is an X.
-        (inner,) = [argument for argument in arguments if argument is not type(None)]
-        return _build(inner, value)
+        if value is None and type(None) in arguments:
+            return None
+        alternatives = [argument for argument in arguments if argument is not type(None)]
+        for alternative in alternatives[:-1]:
+            try:
+                return _build(alternative, value, where)
+            except RecordTypeError:
+                continue
+        return _build(alternatives[-1], value, where)
+    if annotation is Any:
+        return value
+    if dataclasses.is_dataclass(annotation):
+        _expect(isinstance(value, dict), where, "an object", value)
+        hints = typing.get_type_hints(annotation)
+        return annotation(**{
+            field.name: _build(hints[field.name], value[field.name], f"{where}.{field.name}")
+            for field in dataclasses.fields(annotation)
+            if field.name in value or _required(field)
+        })
     if origin is tuple:
-        return tuple(_build(arguments[0], item) for item in value)
+        # JSON gives lists; `to_dict()` (sent between processes) keeps the tuples.
+        _expect(isinstance(value, (list, tuple)), where, "an array", value)
+        if arguments[-1] is not Ellipsis:  # a fixed-length tuple, e.g. an Interval (low, high)
+            _expect(len(value) == len(arguments), where, f"an array of {len(arguments)}", value)
+            return tuple(_build(argument, item, f"{where}[{index}]")
+                         for index, (argument, item) in enumerate(zip(arguments, value)))
+        return tuple(_build(arguments[0], item, f"{where}[{index}]") for index, item in enumerate(value))
     if origin is dict:
-        return {key: _build(arguments[1], item) for key, item in value.items()}
+        _expect(isinstance(value, dict), where, "an object", value)
+        return {key: _build(arguments[1], item, f"{where}.{key}") for key, item in value.items()}
+    expected = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+    if annotation in expected:
+        allowed = (int, float) if annotation is float else annotation  # JSON writes 2.0 as 2 too
+        _expect(isinstance(value, allowed) and (annotation is bool or not isinstance(value, bool)),
+                where, expected[annotation], value)
     return value
+
+
+def _expect(condition: bool, where: str, expected: str, value: Any) -> None:
+    if not condition:
+        raise RecordTypeError(f"{where} must be {expected}, not {json.dumps(value)[:40]}")
+
+
+def _required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 def write_record(path: str | Path, record: RunRecord) -> None:

@@ -1,8 +1,9 @@
 """Edits a user can look at: what `edit --save` leaves in its folder, and how `ask` (and the
 Python API) open it again, or apply edits in memory instead. One place for both directions.
 
-`edit --save DIR` writes either an edited model folder (weight editors: `config.json` and the
-weights) or an edit memory (retrieval editors: `memory.safetensors`), and beside it a small
+`edit --save DIR` writes what the edit handle's `Applied.save` writes, either an edited model
+folder (weight editors: `config.json` and the weights) or an edit memory (retrieval editors:
+`memory.safetensors`, read back through the editor's `RestoresSaved`), and beside it a small
 manifest (`editscope-edits.json`: editor, base model, the edits in the canonical format) so
 that the folder can be opened without repeating how it was made.
 """
@@ -17,18 +18,20 @@ from typing import Any, Callable, Mapping, Sequence
 
 from data.canonical import canonical_record, canonical_request
 from data.requests import EditRequest
+from editors.protocol import ReportsRetrieval, RestoresSaved
 from experiments.discovery import build_editor
+from lm.errors import UsageError
 from lm.loading import load
 from lm.scoring import LMScorer, Scorer
 
 MANIFEST_FILE = "editscope-edits.json"
-MEMORY_FILE = "memory.safetensors"
+MEMORY_FILE = "memory.safetensors"  # what a retrieval edit's `save` writes (retrieval.editor)
 
 # Per prompt: the stored edit it retrieved ({"prompt", "target_new", "subject"}), or None.
 Retrieve = Callable[[Sequence[str]], list[Mapping[str, Any] | None]]
 
 
-class SavedEditsError(ValueError):
+class SavedEditsError(UsageError):
     """A folder cannot be opened as saved edits (one sentence says why)."""
 
 
@@ -83,7 +86,7 @@ def open_saved_edits(folder: str | Path, model_name: str | None = None,
         if editor_name is None:
             raise SavedEditsError(f"{folder} holds an edit memory but no manifest; name its editor with --editor.")
         model, tok = load(model_name)
-        return _with_memory(editor_name, model, tok, folder / MEMORY_FILE, requests)
+        return _with_memory(editor_name, model, tok, folder, requests)
     raise SavedEditsError(f"{folder} holds neither an edited model (config.json) nor an edit memory ({MEMORY_FILE}).")
 
 
@@ -93,32 +96,22 @@ def edit_in_memory(model: Any, tok: Any, editor_name: str, requests: Sequence[Ed
     undone, so the unedited model stays beside the edited one (twice the model's memory)."""
     editor = build_editor(editor_name, model)
     applied = editor.apply(model, tok, list(requests))
-    if hasattr(applied, "retrieve"):  # a retrieval handle: the weights are unchanged
+    if isinstance(applied, ReportsRetrieval):  # a retrieval handle: the weights are unchanged
         return EditedModel(editor.name, LMScorer(model, tok), applied.scorer, tuple(requests),
-                           _retriever(applied.store))
+                           applied.retrieved_entries)
     edited_model = copy.deepcopy(model)
     applied.undo()
     return EditedModel(editor.name, LMScorer(model, tok), LMScorer(edited_model, tok), tuple(requests))
 
 
-def _with_memory(editor_name: str, model: Any, tok: Any, path: Path,
+def _with_memory(editor_name: str, model: Any, tok: Any, folder: Path,
                  requests: tuple[EditRequest, ...]) -> EditedModel:
-    # Imported here: only a saved memory needs the retrieval stack (faiss, the encoder).
-    from retrieval.editor import KnowledgeStore, RetrievalScorer
-
     editor = build_editor(editor_name, model)
-    editor.load_memory(path, model)
-    store = KnowledgeStore(editor.network, editor.encoder, editor.memory)
-    return EditedModel(editor.name, LMScorer(model, tok), RetrievalScorer(model, tok, store), requests,
-                       _retriever(store))
-
-
-def _retriever(store: Any) -> Retrieve:
-    def retrieve(prompts: Sequence[str]) -> list[Mapping[str, Any] | None]:
-        found = store.retrieve(list(prompts)).retrieved
-        return [None if entry is None else store.memory.metadata_for([entry])[0] for entry in found]
-
-    return retrieve
+    if not isinstance(editor, RestoresSaved):
+        raise SavedEditsError(f"{folder} holds an edit memory, but editor {editor_name!r} cannot load one.")
+    applied = editor.load_saved(folder, model, tok)
+    retrieve = applied.retrieved_entries if isinstance(applied, ReportsRetrieval) else None
+    return EditedModel(editor.name, LMScorer(model, tok), applied.scorer, requests, retrieve)
 
 
 def _manifest(folder: Path) -> dict[str, Any]:

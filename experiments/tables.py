@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 from rich import box
 from rich.table import Table
 
+from experiments.identity import IdentityEditor
 from experiments.records import RunRecord
 
 # MedCF's locality groups carry the paper's sub-metric names; a single group is just "Loc".
@@ -19,29 +20,32 @@ GROUP_LABELS = MappingProxyType({"td": "TD", "em": "EM", "ss": "SS", "ts": "TS",
 
 
 def comparison_table(records: Sequence[RunRecord], title: str) -> Table:
-    """One row per run: Eff/Gen (token accuracy), locality per group, Flu, Avg, perplexity
-    change, edit time and inference overhead (scoring time relative to the unedited run on
+    """One row per run: Eff/Gen (token accuracy), locality per group, Flu, Avg (each ± the
+    half-width of its 95% bootstrap interval), relative perplexity change, edit time and
+    inference overhead (scoring time relative to the unedited run on
     the same prompts, when one is among `records`). Edit time is the measured time plus the
     original cost of values reused from the cache, so it does not depend on the run order."""
     groups = _ordered_groups(g for r in records for g in r.aggregate.locality)
-    reference = next((r for r in records if r.editor == "unedited"), None)
+    reference = next((r for r in records if r.editor == IdentityEditor.name), None)
     reference_seconds = sum(s.scoring_seconds for s in reference.timings.steps) if reference else 0.0
     table = _table(title)
     table.add_column("Editor", no_wrap=True)
-    for column in ("Eff", "Gen", *(_group_label(g) for g in groups), "Flu", "Avg", "ΔPPL", "Edit s", "Infer ×"):
+    for column in ("Eff", "Gen", *(_group_label(g) for g in groups), "Flu", "Avg", "ΔPPL %", "Edit s", "Infer ×"):
         table.add_column(column, justify="right")
     for record in records:
         result = record.aggregate
         after, before = result.health.perplexity_after, record.perplexity_before
         scoring_seconds = sum(s.scoring_seconds for s in record.timings.steps)
+        bounds = result.intervals
         table.add_row(
             record.editor,
-            _percent(result.efficacy_accuracy),
-            _percent(result.generality_accuracy),
+            plus_minus(result.efficacy_accuracy, bounds.get("efficacy_accuracy")),
+            plus_minus(result.generality_accuracy, bounds.get("generality_accuracy")),
             *(_percent(result.locality.get(group)) for group in groups),
-            _number(result.health.fluency, 1),
-            _percent(result.average),
-            "–" if after is None or before is None else f"{after - before:+.2f}",
+            plus_minus(result.health.fluency, bounds.get("fluency"), scale=1),
+            plus_minus(result.average, bounds.get("average")),
+            "–" if after is None or not before else
+            plus_minus(after / before - 1, bounds.get("perplexity_change"), decimals=2),
             _number(record.timings.edit_cost_seconds, 2),
             _number(scoring_seconds / reference_seconds if reference_seconds else None, 2),
         )
@@ -92,6 +96,19 @@ def _group_label(group: str) -> str:
 
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
+
+
+def plus_minus(value: float | None, interval: tuple[float, float] | None, scale: float = 100,
+               decimals: int = 1) -> str:
+    """`value` (× `scale`) with the half-width of its 95% interval, e.g. "72.9 ±4.4". Percentile
+    intervals can be lopsided; the half-width is what a reader compares at a glance, and the
+    exact bounds are in report.json and results.csv."""
+    if value is None:
+        return "–"
+    shown = f"{scale * value:.{decimals}f}"
+    if interval is None:
+        return shown
+    return f"{shown} ±{scale * (interval[1] - interval[0]) / 2:.{decimals}f}"
 
 
 def _number(value: float | None, decimals: int) -> str:

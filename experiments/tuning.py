@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from editors.hparams import TuningAxis
 from experiments.records import Aggregate
+from lm.errors import UsageError
 from lm.files import write_json_atomic
 
 TRIALS_FORMAT = 1
@@ -44,7 +45,7 @@ OBJECTIVES: Mapping[str, tuple[str, Callable[[Metrics], "float | None"]]] = {
 }
 
 
-class TrialsFileError(ValueError):
+class TrialsFileError(UsageError):
     """The trials file cannot be read, or belongs to another tuning setup."""
 
 

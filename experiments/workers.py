@@ -31,6 +31,7 @@ import torch
 
 from experiments.edit_sets import EditSet
 from experiments.records import RunRecord, Settings
+from lm.errors import UsageError
 
 # How often the parent checks that its workers are still alive while it waits for a message.
 POLL_SECONDS = 1.0
@@ -139,8 +140,10 @@ def run_in_workers(jobs: Sequence[Job], plan: WorkerPlan, events: JobEvents) -> 
             elif kind == "done":
                 records[index] = RunRecord.from_dict(payload)
                 events.finished(index)
+            elif kind == "refused":  # the user's mistake, found in a worker: one sentence
+                raise UsageError(payload)
             else:
-                raise WorkerFailed(f"Job '{jobs[index].title}' failed in a worker: {payload}")
+                raise WorkerFailed(f"Job '{jobs[index].title}' failed in a worker:\n{payload}")
     finally:
         for process in processes:
             if process.is_alive():
@@ -178,9 +181,11 @@ def _work(plan: WorkerPlan, todo: Any, reports: Any) -> None:
             record = harness(editors[job.editor], model, tok, job.edits, job.batch_size, plan.settings,
                              progress=_progress_sender(reports, index))
             reports.put(("done", index, record.to_dict()))
-        except Exception as error:  # noqa: BLE001 - reported to the parent, which stops the run
-            last = traceback.extract_tb(error.__traceback__)[-1]
-            reports.put(("failed", index, f"{type(error).__name__}: {error} (at {last.filename}:{last.lineno})"))
+        except UsageError as error:
+            reports.put(("refused", index, str(error)))
+            return
+        except Exception:  # noqa: BLE001 - a bug: the parent stops the run and shows this traceback
+            reports.put(("failed", index, traceback.format_exc()))
             return
 
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lm.errors import UsageError
 
-class UnsupportedArchitecture(ValueError):
+
+class UnsupportedArchitecture(UsageError):
     """The model's `config.model_type` has no adapter."""
 
 
@@ -67,6 +69,15 @@ _DECODER = dict(
     lm_head="lm_head",
     embeddings="model.embed_tokens",
 )
+# GPT-2 and GPT-J name everything alike but the MLP output projection.
+_GPT_STYLE = dict(
+    blocks="transformer.h.{}",
+    attention="transformer.h.{}.attn",
+    mlp="transformer.h.{}.mlp",
+    final_norm="transformer.ln_f",
+    lm_head="lm_head",
+    embeddings="transformer.wte",
+)
 
 ADAPTERS: dict[str, ArchAdapter] = {
     "llama": ArchAdapter(family="llama", **_DECODER),
@@ -75,27 +86,8 @@ ADAPTERS: dict[str, ArchAdapter] = {
     "gemma": ArchAdapter(family="llama", **_DECODER),
     "gemma2": ArchAdapter(family="llama", **_DECODER),
     "gemma3_text": ArchAdapter(family="llama", **_DECODER),
-    "gpt2": ArchAdapter(
-        family="gpt2",
-        blocks="transformer.h.{}",
-        attention="transformer.h.{}.attn",
-        mlp="transformer.h.{}.mlp",
-        mlp_out="transformer.h.{}.mlp.c_proj",
-        final_norm="transformer.ln_f",
-        lm_head="lm_head",
-        embeddings="transformer.wte",
-        mlp_out_transposed=True,
-    ),
-    "gptj": ArchAdapter(
-        family="gptj",
-        blocks="transformer.h.{}",
-        attention="transformer.h.{}.attn",
-        mlp="transformer.h.{}.mlp",
-        mlp_out="transformer.h.{}.mlp.fc_out",
-        final_norm="transformer.ln_f",
-        lm_head="lm_head",
-        embeddings="transformer.wte",
-    ),
+    "gpt2": ArchAdapter(family="gpt2", **_GPT_STYLE, mlp_out="transformer.h.{}.mlp.c_proj", mlp_out_transposed=True),
+    "gptj": ArchAdapter(family="gptj", **_GPT_STYLE, mlp_out="transformer.h.{}.mlp.fc_out"),
 }
 
 

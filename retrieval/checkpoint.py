@@ -21,7 +21,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from retrieval.files import atomic_output
+from lm.errors import UsageError
+from lm.files import atomic_path
 from retrieval.memory import ModelIdentity
 from retrieval.network import NetworkConfig, RetrievalNetwork
 
@@ -32,7 +33,7 @@ SHIPPED_DIR = Path(__file__).with_name("checkpoints")
 _STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A retrieval checkpoint cannot be used here (one sentence says which file and why)."""
 
 
@@ -44,6 +45,7 @@ class NetworkCheckpoint:
     llm: ModelIdentity
     encoder: ModelIdentity
     path: Path
+    checksum: str  # of the file's header and tensors: which trained weights these are
 
 
 def save_network(
@@ -73,7 +75,7 @@ def save_network(
         "encoder": dataclasses.asdict(encoder),
     }
     header["checksum"] = tensor_checksum(header, tensors)
-    with atomic_output(path) as temporary:
+    with atomic_path(path) as temporary:
         save_file(tensors, temporary, metadata={FORMAT_NAME: json.dumps(header)})
 
 
@@ -129,7 +131,7 @@ def load_network(
         raise CheckpointError(
             f"Retrieval checkpoint {path} does not match its own architecture ({first})."
         ) from None
-    return NetworkCheckpoint(network.eval(), llm, encoder, path)
+    return NetworkCheckpoint(network.eval(), llm, encoder, path, tensor_checksum(header, tensors))
 
 
 def shipped_checkpoint(name: str) -> Path:

@@ -2,7 +2,7 @@
 returns a handle whose `scorer` retrieves and injects; `undo` removes exactly those entries.
 
 Per query text the scorer encodes it, takes the top-1 memory key by cosine similarity and uses
-that entry's continuous prompt only if the key beats the sentinel (ALGORITHMS.md §8, eq. 9);
+that entry's continuous prompt only if the key beats the sentinel (RECIPE, Chen et al. 2024, §4.2, eq. 9);
 rows that retrieve nothing run through the plain model, so they are scored exactly as unedited.
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -21,7 +22,7 @@ from lm.scoring import LMScorer
 from retrieval.checkpoint import CheckpointError, load_network, shipped_checkpoint
 from retrieval.encoder import KnowledgeEncoder
 from retrieval.injection import prompted_generate, prompted_hidden
-from retrieval.memory import EditMemory, ModelIdentity
+from retrieval.memory import EditMemory, ModelIdentity, NetworkIdentity
 from retrieval.network import RetrievalNetwork
 
 
@@ -51,25 +52,29 @@ class KnowledgeStore:
 
     def add(self, requests: Sequence[EditRequest], llm, tok) -> list[int]:
         """Encode the edits' keys and prompts and store them; returns their memory ids."""
-        statements = [self.network.value_text(request) for request in requests]
-        key_texts = [self.network.key_text(request) for request in requests]
         with torch.no_grad():
-            # One encoder call for both kinds of text: for a single edit the per-call overhead
-            # is a large part of the time to add it.
-            distinct = list(dict.fromkeys(statements + key_texts))
-            encoded = self.encoder.encode(distinct)
-            row = {text: index for index, text in enumerate(distinct)}
-            value_features = encoded[[row[text] for text in statements]]
-            key_features = encoded[[row[text] for text in key_texts]]
-            keys = self.network.keys(key_features)
-            prompts = self.network.statement_prompts(value_features, statements, llm, tok)
+            keys, values = self.encode_entries(requests, llm, tok)
         metadata = [
             {"prompt": request.prompt, "target_new": request.target_new, "subject": request.subject}
             for request in requests
         ]
-        ids = self.memory.add(keys, prompts, metadata)
+        ids = self.memory.add(keys, values, metadata)
         self.requests.update(zip(ids, requests))
         return ids
+
+    def encode_entries(self, requests: Sequence[EditRequest], llm, tok) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unit keys [N, r], continuous prompts [N, T, d]) of the edits."""
+        statements = [self.network.value_text(request) for request in requests]
+        key_texts = [self.network.key_text(request) for request in requests]
+        # One encoder call for both kinds of text: for a single edit the per-call overhead
+        # is a large part of the time to add it.
+        distinct = list(dict.fromkeys(statements + key_texts))
+        encoded = self.encoder.encode(distinct)
+        row = {text: index for index, text in enumerate(distinct)}
+        value_features = encoded[[row[text] for text in statements]]
+        key_features = encoded[[row[text] for text in key_texts]]
+        keys = self.network.keys(key_features)
+        return keys, self.network.statement_prompts(value_features, statements, llm, tok)
 
     def remove(self, ids: Sequence[int]) -> None:
         self.memory.remove(ids)
@@ -119,19 +124,19 @@ class RetrievalScorer(LMScorer):
         hidden[hit], hidden[~hit] = edited, plain
         return hidden
 
-    def generate_ids(self, input_ids, attention_mask, prompts, max_new_tokens):
+    def generate_ids(self, input_ids, attention_mask, prompts, max_new_tokens, decoding=None):
         hit, values = self.store.prompts_for(prompts)
         if not hit.any():
-            return super().generate_ids(input_ids, attention_mask, prompts, max_new_tokens)
+            return super().generate_ids(input_ids, attention_mask, prompts, max_new_tokens, decoding)
         hit = hit.to(input_ids.device)
         values = values.to(self.device, self._embedding_dtype)
         edited = prompted_generate(
-            self.model, input_ids[hit], attention_mask[hit], values, max_new_tokens, self.pad_id
+            self.model, input_ids[hit], attention_mask[hit], values, max_new_tokens, self.pad_id, decoding
         )
         if hit.all():
             return edited
         plain = super().generate_ids(
-            input_ids[~hit], attention_mask[~hit], _rows(prompts, ~hit), max_new_tokens
+            input_ids[~hit], attention_mask[~hit], _rows(prompts, ~hit), max_new_tokens, decoding
         )
         width = max(edited.shape[1], plain.shape[1])
         new_ids = torch.full((input_ids.shape[0], width), self.pad_id, dtype=torch.long, device=edited.device)
@@ -148,10 +153,14 @@ def _rows(texts: Sequence[str], keep: torch.Tensor) -> list[str]:
     return [text for text, kept in zip(texts, keep.tolist()) if kept]
 
 
+MEMORY_FILE = "memory.safetensors"  # what `RetrievalApplied.save` writes (`EditMemory.save`)
+
+
 class RetrievalApplied:
     """A live retrieval edit: `scorer` sees it, `undo()` removes exactly its memory entries."""
 
-    def __init__(self, scorer: RetrievalScorer, ids: Sequence[int]):
+    def __init__(self, editor: str, scorer: RetrievalScorer, ids: Sequence[int]):
+        self.editor = editor
         self.scorer = scorer
         self.ids = tuple(ids)  # memory ids, aligned with the applied requests
         self._undone = False
@@ -159,6 +168,14 @@ class RetrievalApplied:
     @property
     def store(self) -> KnowledgeStore:
         return self.scorer.store
+
+    @property
+    def info(self) -> Mapping[str, Any]:
+        return {"editor": self.editor, "requests": len(self.ids), "memory_entries": len(self.store.memory)}
+
+    def save(self, folder: Path) -> None:
+        """The whole edit memory (this edit's entries and any added before it), for this LLM."""
+        self.store.memory.save(Path(folder) / MEMORY_FILE)
 
     def retrieve(self, texts: Sequence[str]) -> RetrievalOutcome:
         return self.store.retrieve(texts)
@@ -168,6 +185,11 @@ class RetrievalApplied:
         from a file); the harness's hook for retrieval diagnostics across sequential edits."""
         return [None if entry is None else self.store.requests.get(entry)
                 for entry in self.retrieve(texts).retrieved]
+
+    def retrieved_entries(self, texts: Sequence[str]) -> list[Mapping[str, Any] | None]:
+        """Per query, the metadata of the stored entry it retrieved (None: nothing)."""
+        found = self.retrieve(texts).retrieved
+        return [None if entry is None else self.store.memory.metadata_for([entry])[0] for entry in found]
 
     def undo(self) -> None:
         """Remove this edit's entries (a second call does nothing)."""
@@ -192,6 +214,7 @@ class RetrievalEditor:
         trained_for: ModelIdentity | None = None,
         source: str = "the retrieval network",
         batch_size: int = 32,
+        network_identity: NetworkIdentity | None = None,
     ):
         self.network = network.eval()
         self.encoder = encoder
@@ -199,6 +222,8 @@ class RetrievalEditor:
         self.trained_for = trained_for
         self.source = source
         self.batch_size = batch_size
+        self.network_identity = network_identity  # recorded in saved memories, checked on load
+        self.hparams = None  # its settings are the trained network's (`network.config`)
         self.memory: EditMemory | None = None
         self._store: KnowledgeStore | None = None
         # Fingerprinting reads every weight tensor; remember it per model object.
@@ -213,7 +238,8 @@ class RetrievalEditor:
         encoder = KnowledgeEncoder.load("default") if encoder is None else encoder
         checkpoint = load_network(path, expect_llm=None, expect_encoder=encoder.identity())
         return cls(
-            checkpoint.network, encoder, trained_for=checkpoint.llm, source=str(checkpoint.path), **kwargs
+            checkpoint.network, encoder, trained_for=checkpoint.llm, source=str(checkpoint.path),
+            network_identity=NetworkIdentity(checkpoint.network.config.name, checkpoint.checksum), **kwargs
         )
 
     def llm_identity(self, model) -> ModelIdentity:
@@ -222,28 +248,57 @@ class RetrievalEditor:
             self._identities[model] = ModelIdentity(model_fingerprint(model), width)
         return self._identities[model]
 
+    def prepare(self, model, tok) -> None:
+        """Refuse a model the network was not trained for now; nothing else is precomputed."""
+        self.check_model(model)
+
+    # What a memory entry holds and how queries use it; the in-context editor swaps both.
+    store_type = KnowledgeStore
+    scorer_type = RetrievalScorer
+
     def apply(self, model, tok, requests: Sequence[EditRequest]) -> RetrievalApplied:
         validate_requests(requests)
         store = self._store_for(model)
         ids = store.add(requests, model, tok)
-        return RetrievalApplied(RetrievalScorer(model, tok, store, self.batch_size), ids)
+        return RetrievalApplied(self.name, self.scorer_type(model, tok, store, self.batch_size), ids)
+
+    def knowledge_keys(self, requests: Sequence[EditRequest]) -> torch.Tensor:
+        """The memory keys `apply` would store for `requests` (protocol.KnowledgeKeys)."""
+        with torch.no_grad():
+            return self.network.keys(self.encoder.encode([self.network.key_text(r) for r in requests]))
+
+    def value_shape(self) -> tuple[int, ...]:
+        """Shape of one memory entry's value: the continuous prompt [T, d]."""
+        return (self.network.config.prompt_length, self.network.config.llm_width)
 
     def load_memory(self, path: str | os.PathLike, model) -> None:
         """Replace this editor's memory by one saved with `memory.save` for this model."""
         identity = self.check_model(model)
         memory = EditMemory.load(
             path, expect_llm=identity, expect_key_width=self.network.config.width,
-            expect_encoder=self.encoder.identity(),
+            expect_encoder=self.encoder.identity(), expect_network=self.network_identity,
         )
-        self.memory, self._store = memory, KnowledgeStore(self.network, self.encoder, memory)
+        if memory.value_shape != self.value_shape():
+            # e.g. an `ike` memory (no values) opened by `medrek`, which shares its network.
+            raise CheckpointError(
+                f"{path} holds values of shape {memory.value_shape}, but the {self.name} editor "
+                f"stores {self.value_shape()}; open it with the editor that saved it."
+            )
+        self.memory, self._store = memory, self.store_type(self.network, self.encoder, memory)
+
+    def load_saved(self, folder: str | os.PathLike, model, tok) -> RetrievalApplied:
+        """The edit `RetrievalApplied.save` wrote to `folder`, live on `model`; the handle holds
+        every loaded entry (its `undo()` empties the memory)."""
+        self.load_memory(Path(folder) / MEMORY_FILE, model)
+        return RetrievalApplied(self.name, self.scorer_type(model, tok, self._store, self.batch_size),
+                                self.memory.ids)
 
     def _store_for(self, model) -> KnowledgeStore:
         identity = self.check_model(model)
         if self.memory is None:
-            config = self.network.config
             self.memory = EditMemory(
-                config.width, (config.prompt_length, config.llm_width),
-                llm=identity, encoder=self.encoder.identity(),
+                self.network.config.width, self.value_shape(),
+                llm=identity, encoder=self.encoder.identity(), network=self.network_identity,
             )
         elif self.memory.llm != identity:
             raise CheckpointError(
@@ -251,7 +306,7 @@ class RetrievalEditor:
                 f"not for {identity.describe()}."
             )
         if self._store is None or self._store.memory is not self.memory:
-            self._store = KnowledgeStore(self.network, self.encoder, self.memory)
+            self._store = self.store_type(self.network, self.encoder, self.memory)
         return self._store
 
     def check_model(self, model) -> ModelIdentity:

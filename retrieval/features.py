@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from retrieval.files import atomic_output
+from lm.cache_entries import sealed_file, set_aside, verified
+from lm.progress import Progress
 
 FORMAT_NAME = "editscope.encoder_features"
 _CHUNK = 512  # texts per encoder call between progress reports
@@ -52,7 +53,7 @@ class FeatureTable:
         encoder,
         texts: Iterable[str],
         cache_dir: Path | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Progress | None = None,
     ) -> "FeatureTable":
         """Encode the distinct `texts` (sorted), or read them from `cache_dir` if encoded before.
 
@@ -75,7 +76,7 @@ class FeatureTable:
                     progress(start + len(chunk), len(ordered))
         features = torch.cat(chunks) if chunks else torch.empty(0, encoder.output_width, dtype=torch.float16)
         if path is not None:
-            with atomic_output(path) as temporary:
+            with sealed_file(path) as temporary:
                 save_file(
                     {"features": features.contiguous()}, temporary,
                     metadata={FORMAT_NAME: json.dumps({"count": len(ordered)})},
@@ -92,15 +93,18 @@ def _cache_key(encoder_fingerprint: str, ordered_texts: Sequence[str]) -> str:
 
 
 def _read(path: Path, count: int) -> torch.Tensor | None:
-    """The cached features, or None when the file is absent or unusable (it is then rebuilt)."""
-    if not path.is_file():
+    """The cached features, or None when the file is absent or unusable (it is then set aside
+    with a warning, and rebuilt)."""
+    if not verified(path):
         return None
     try:
         with safe_open(path, framework="pt") as reader:
             header = json.loads((reader.metadata() or {}).get(FORMAT_NAME, "null"))
             features = reader.get_tensor("features")
-    except Exception:  # a damaged cache is only a cache: recompute it
+    except Exception as error:  # noqa: BLE001 - a damaged cache is only a cache: recompute it
+        set_aside(path, f"unreadable ({error})")
         return None
     if not isinstance(header, dict) or header.get("count") != count or features.shape[0] != count:
+        set_aside(path, f"it does not hold {count} feature rows")
         return None
     return features

@@ -11,10 +11,11 @@ text follows, whatever the padding side. Works through `get_input_embeddings()` 
 from __future__ import annotations
 
 import inspect
+from typing import Any, Mapping
 
 import torch
 
-from lm.scoring import positions_from_mask
+from lm.scoring import GREEDY, positions_from_mask
 
 
 def first_real_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -92,8 +93,11 @@ def prompted_generate(
     prompts: torch.Tensor,
     max_new_tokens: int,
     pad_id: int,
+    decoding: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
-    """Greedy new token ids [B, <= max_new_tokens] after `prompts` ⊕ a left-padded batch."""
+    """New token ids [B, <= max_new_tokens] after `prompts` ⊕ a left-padded batch, greedy
+    unless `decoding` (keyword arguments of `generate`, see `lm.scoring.decoding_arguments`)
+    says otherwise."""
     embeds = model.get_input_embeddings()(input_ids)
     combined, mask = prepend_prompts(embeds, attention_mask, prompts)
     # Given only inputs_embeds, generate() returns just the new tokens for decoder-only models,
@@ -102,7 +106,6 @@ def prompted_generate(
         inputs_embeds=combined,
         attention_mask=mask,
         max_new_tokens=max_new_tokens,
-        do_sample=False,
-        num_beams=1,
         pad_token_id=pad_id,
+        **(decoding or GREEDY),
     )

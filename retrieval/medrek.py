@@ -1,10 +1,20 @@
-"""MedREK (ALGORITHMS.md §9) as a configuration of `RetrievalNetwork`.
+"""MedREK (Xia et al. 2025, "MedREK: Retrieval-Based Editing for Medical LLMs with Key-Aware
+Prompts", §4) and its copy-slot variant, as configurations of `RetrievalNetwork`.
 
-Keys from the question only, through the shared query-key MLP that also encodes queries; the
-statement (question + answer) through a separate MLP_v into an attention prompt encoder whose
-T tokens attend over m knowledge slots and the statement's last tokens (copy slots), so they
-can differ (the published single key/value makes them identical). The knowledge prototype is
-the sentinel. Ablations: `prompt_encoder="mlp"` (no attention), `shared_query_key=False`.
+Both: keys from the question only, through the shared query-key MLP that also encodes queries;
+the statement (question + answer) through a separate MLP_v gives the knowledge representation
+z_v; an attention prompt encoder turns z_v into T continuous prompt tokens; the knowledge
+prototype is the sentinel.
+
+- `medrek` (the paper's design): T = 3 prompt tokens (the paper's MedCF++ setting; 8 for
+  MedVersa, `prompt_length`) whose queries come from z_v and attend over m slots projected from
+  z_v alone. Nothing of the LLM enters the prompt: it is a function of the knowledge encoder's
+  pooled vector of the statement. (The paper attends over a single key/value vector, which makes
+  its T outputs identical; m > 1 slots let them differ.)
+- `medrek_copy` (this project's earlier design, kept under its own name): T = 8 tokens that
+  also attend over 16 copy slots, the LLM's own input embeddings of the statement's last tokens,
+  initialised so the untrained prompt *is* those tokens. Its prompts are learned mixtures of the
+  LLM's embeddings of the statement — close to in-context editing, not a learned knowledge prompt.
 """
 
 from __future__ import annotations
@@ -15,9 +25,12 @@ from retrieval.editor import RetrievalEditor
 from retrieval.encoder import KnowledgeEncoder
 from retrieval.network import NetworkConfig, RetrievalNetwork, llm_embedding_scale
 
+# Knowledge slots projected from z_v that the T prompt queries attend over.
+PUBLISHED_SLOTS = 8
+
 
 def medrek_config(encoder: KnowledgeEncoder, llm, **overrides) -> NetworkConfig:
-    """MedREK's architecture for this encoder and LLM; `overrides` replace single settings."""
+    """The published MedREK architecture for this encoder and LLM; `overrides` replace settings."""
     config = NetworkConfig(
         name="medrek",
         key_source="question",
@@ -27,18 +40,34 @@ def medrek_config(encoder: KnowledgeEncoder, llm, **overrides) -> NetworkConfig:
         encoder_hidden=encoder.hidden_width,
         llm_width=llm.get_input_embeddings().embedding_dim,
         embedding_scale=llm_embedding_scale(llm),
-        prompt_length=8,
-        slots=4,
-        copy_tokens=16,
+        prompt_length=3,
+        slots=PUBLISHED_SLOTS,
+        copy_tokens=0,
     )
     return dataclasses.replace(config, **overrides)
 
 
+def medrek_copy_config(encoder: KnowledgeEncoder, llm, **overrides) -> NetworkConfig:
+    """MedREK with 16 copy slots of the statement's LLM token embeddings and T = 8."""
+    config = medrek_config(encoder, llm, name="medrek_copy", prompt_length=8, slots=4, copy_tokens=16)
+    return dataclasses.replace(config, **overrides)
+
+
 def new_medrek(encoder: KnowledgeEncoder, llm, **overrides) -> RetrievalNetwork:
-    """An untrained MedREK network, its prototype initialised from real encoder tokens."""
+    """An untrained published-design MedREK network, its prototype from real encoder tokens."""
     return RetrievalNetwork.initialised(medrek_config(encoder, llm, **overrides), encoder)
+
+
+def new_medrek_copy(encoder: KnowledgeEncoder, llm, **overrides) -> RetrievalNetwork:
+    """An untrained copy-slot MedREK network."""
+    return RetrievalNetwork.initialised(medrek_copy_config(encoder, llm, **overrides), encoder)
 
 
 def medrek_editor(checkpoint: str = "medrek", encoder: KnowledgeEncoder | None = None) -> RetrievalEditor:
     """The shipped (or a given) MedREK checkpoint as an editor."""
+    return RetrievalEditor.from_checkpoint(checkpoint, encoder)
+
+
+def medrek_copy_editor(checkpoint: str = "medrek_copy", encoder: KnowledgeEncoder | None = None) -> RetrievalEditor:
+    """The shipped (or a given) copy-slot MedREK checkpoint as an editor."""
     return RetrievalEditor.from_checkpoint(checkpoint, encoder)

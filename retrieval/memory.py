@@ -7,9 +7,10 @@ mean the entry it was given for.
 
 On disk a memory is one safetensors file (keys, values, ids) whose header carries a JSON
 description: format version, key width, value shape and dtype, the LLM and encoder it was
-built for, the next id, per-entry metadata and a checksum of header and tensors. Saving is
-atomic; loading refuses a memory built for another LLM or key width, and any file that is
-truncated, corrupt or not an edit memory, with `MemoryFormatError`.
+built for, the retrieval network that built it (checkpoint name and checksum), the next id,
+per-entry metadata and a checksum of header and tensors. Saving is atomic; loading refuses a
+memory built for another LLM, key width, encoder or network, and any file that is truncated,
+corrupt or not an edit memory, with `MemoryFormatError`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from retrieval.files import atomic_output
+from lm.errors import UsageError
+from lm.files import atomic_path
 
 FORMAT_NAME = "editscope.edit_memory"
 FORMAT_VERSION = 1
@@ -37,7 +39,7 @@ _TENSOR_NAMES = ("keys", "values", "ids")
 _VALUE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class MemoryFormatError(ValueError):
+class MemoryFormatError(UsageError):
     """An edit memory file cannot be used: wrong model, wrong shape, truncated or corrupt."""
 
 
@@ -52,6 +54,17 @@ class ModelIdentity:
         return f"{self.fingerprint!r} (width {self.width})"
 
 
+@dataclasses.dataclass(frozen=True)
+class NetworkIdentity:
+    """The retrieval network whose keys and prompts a memory stores: checkpoint name and checksum."""
+
+    name: str
+    checksum: str
+
+    def describe(self) -> str:
+        return f"{self.name!r} (checksum {self.checksum[:16]})"
+
+
 class EditMemory:
     """Keys [d] + values [*value_shape] + metadata per entry, with exact inner-product search."""
 
@@ -62,12 +75,14 @@ class EditMemory:
         *,
         llm: ModelIdentity,
         encoder: ModelIdentity | None = None,
+        network: NetworkIdentity | None = None,
         value_dtype: torch.dtype = torch.float32,
     ):
         if key_width < 1:
             raise ValueError(f"key_width must be positive, got {key_width}.")
-        if any(size < 1 for size in value_shape):
-            raise ValueError(f"value_shape must have positive sizes, got {tuple(value_shape)}.")
+        # A size may be 0: an in-context editor's entries carry no value, only key and statement.
+        if any(size < 0 for size in value_shape):
+            raise ValueError(f"value_shape must have non-negative sizes, got {tuple(value_shape)}.")
         if value_dtype not in _VALUE_DTYPES.values():
             raise ValueError(
                 f"value_dtype must be one of {sorted(_VALUE_DTYPES)}, got {value_dtype}."
@@ -77,6 +92,7 @@ class EditMemory:
         self.value_dtype = value_dtype
         self.llm = llm
         self.encoder = encoder
+        self.network = network
         # IndexFlatIP is brute force, hence exact; the id map lets removal keep ids stable.
         self._index = faiss.IndexIDMap(faiss.IndexFlatIP(key_width))
         self._values: dict[int, torch.Tensor] = {}
@@ -194,11 +210,12 @@ class EditMemory:
             "value_dtype": _dtype_name(self.value_dtype),
             "llm": dataclasses.asdict(self.llm),
             "encoder": None if self.encoder is None else dataclasses.asdict(self.encoder),
+            "network": None if self.network is None else dataclasses.asdict(self.network),
             "next_id": self._next_id,
             "metadata": [self._metadata[entry_id] for entry_id in order],
         }
         header["checksum"] = _checksum(header, tensors)
-        with atomic_output(path) as temporary:
+        with atomic_path(path) as temporary:
             save_file(tensors, temporary, metadata={_HEADER_KEY: json.dumps(header)})
 
     @classmethod
@@ -209,8 +226,10 @@ class EditMemory:
         expect_llm: ModelIdentity | None,
         expect_key_width: int | None,
         expect_encoder: ModelIdentity | None = None,
+        expect_network: NetworkIdentity | None = None,
     ) -> "EditMemory":
-        """Read a memory saved by `save`, refusing one built for another LLM, key width or encoder.
+        """Read a memory saved by `save`, refusing one built for another LLM, key width, encoder
+        or retrieval network.
 
         `expect_llm` and `expect_key_width` must be passed; None skips that check on purpose
         (e.g. to inspect a file), never by accident.
@@ -240,6 +259,13 @@ class EditMemory:
                 f"Edit memory {path} was built with {stored}, "
                 f"not with encoder {expect_encoder.describe()}."
             )
+        if expect_network is not None and memory.network != expect_network:
+            stored = ("records no network" if memory.network is None
+                      else f"was built by retrieval network {memory.network.describe()}")
+            raise MemoryFormatError(
+                f"Edit memory {path} {stored}, not by {expect_network.describe()}; its keys and "
+                f"prompts only work with the network that made them, so rebuild it with this one."
+            )
         memory._restore_entries(header, tensors, path)
         return memory
 
@@ -255,12 +281,13 @@ class EditMemory:
                 f"this editscope reads version {FORMAT_VERSION}."
             )
         try:
-            encoder = header["encoder"]
+            encoder, network = header["encoder"], header.get("network")
             return cls(
                 int(header["key_width"]),
                 [int(size) for size in header["value_shape"]],
                 llm=_identity_from_json(header["llm"]),
                 encoder=None if encoder is None else _identity_from_json(encoder),
+                network=None if network is None else NetworkIdentity(str(network["name"]), str(network["checksum"])),
                 value_dtype=_VALUE_DTYPES[header["value_dtype"]],
             )
         except (KeyError, TypeError, ValueError) as error:

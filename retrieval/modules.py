@@ -1,4 +1,4 @@
-"""The trainable blocks of RECIPE and MedREK (ALGORITHMS.md §8–9): projections, prompt encoders,
+"""The trainable blocks of RECIPE (§4.1–4.2) and MedREK (§4.2): projections, prompt encoders,
 and the knowledge sentinel (MedREK's "knowledge prototype").
 
 Shapes: `x` is a pooled encoder vector [N, 4h], `z` a representation [N, r], a prompt is
@@ -71,7 +71,7 @@ class AttentionPromptEncoder(nn.Module):
         tokens (the target and the end of the question), each keyed with a learned vector for
         its position counted from the end, so a query can pick "the j-th token from the end".
     The published code attends over one key/value vector, where every attention weight is 1
-    and all T outputs coincide (ALGORITHMS.md §9); here the T outputs can differ. Copy slots
+    and all T outputs coincide (MedREK §4.2.2's encoder as released); here they can differ. Copy slots
     let a prompt carry a name the encoder never saw in training: values pass token embeddings
     through, so the prompt need not rebuild a rare drug name from a pooled sentence vector.
 
@@ -114,11 +114,12 @@ class AttentionPromptEncoder(nn.Module):
         match_std = math.sqrt(self.MATCH_SCORE / math.sqrt(head_width))
         self.query_position = nn.Parameter(torch.randn(length, llm_width) * match_std)
         self.slot_position = nn.Parameter(torch.randn(slots, llm_width) * self.SLOT_KEY_STD)
-        copy_position = torch.randn(max(copy_tokens, 1), llm_width) * match_std
-        matched = min(length, copy_tokens)
-        for slot in range(matched):
-            copy_position[slot] = self.query_position.detach()[length - 1 - slot]
-        self.copy_position = nn.Parameter(copy_position)
+        self.copy_position = None  # without copy slots the prompt sees nothing of the LLM
+        if copy_tokens:
+            copy_position = torch.randn(copy_tokens, llm_width) * match_std
+            for slot in range(min(length, copy_tokens)):
+                copy_position[slot] = self.query_position.detach()[length - 1 - slot]
+            self.copy_position = nn.Parameter(copy_position)
         self.key = nn.Linear(llm_width, llm_width)
         self.value = nn.Linear(llm_width, llm_width)
         self.output = nn.Linear(llm_width, llm_width)

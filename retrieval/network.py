@@ -1,6 +1,6 @@
 """The trainable part of a retrieval editor: what RECIPE and MedREK differ in, as configuration.
 
-Both map pooled encoder vectors (ALGORITHMS.md §8–9) to
+Both map pooled encoder vectors (RECIPE §4.1–4.2; MedREK §4.2) to
   - a memory key per edit and a query per incoming prompt (compared by cosine similarity),
   - the knowledge sentinel's key (MedREK's knowledge prototype), the per-query threshold,
   - a continuous prompt [T, d_llm] per edit.

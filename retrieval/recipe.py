@@ -1,4 +1,5 @@
-"""RECIPE (Chen et al. 2024; ALGORITHMS.md §8) as a configuration of `RetrievalNetwork`.
+"""RECIPE (Chen et al., "Lifelong Knowledge Editing for LLMs with Retrieval-Augmented Continuous
+Prompt Learning", 2024, §4) as a configuration of `RetrievalNetwork`.
 
 Keys from the statement (prompt + target) through MLP_K, queries through a separate MLP_Q,
 prompt = MLP_P(MLP_K(statement)) with l = 3 continuous prompt tokens, the knowledge sentinel

@@ -1,6 +1,6 @@
 """The retrieval editors by the names the CLI and the comparison harness use.
 
-`make_editor(name, model)` loads the shipped checkpoint for `name` and checks that it was
+`make_editor(name, model)` loads the shipped checkpoint for `name` (`ike` uses MedREK's retriever) and checks that it was
 trained for `model` before any edit is attempted, so a mismatch is one sentence up front.
 """
 
@@ -9,17 +9,21 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Callable, Mapping
 
+from lm.errors import UsageError
 from retrieval.editor import RetrievalEditor
-from retrieval.medrek import medrek_editor
+from retrieval.incontext import ike_editor
+from retrieval.medrek import medrek_copy_editor, medrek_editor
 from retrieval.recipe import recipe_editor
 
 EDITORS: Mapping[str, Callable[..., RetrievalEditor]] = MappingProxyType({
     "recipe": recipe_editor,
     "medrek": medrek_editor,
+    "medrek_copy": medrek_copy_editor,
+    "ike": ike_editor,
 })
 
 
-class UnknownRetrievalEditor(ValueError):
+class UnknownRetrievalEditor(UsageError):
     """The name is not one of `EDITORS`."""
 
 

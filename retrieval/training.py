@@ -1,4 +1,5 @@
-"""Training a retrieval network (ALGORITHMS.md §8): losses, loop, validation, checkpoint and resume.
+"""Training a retrieval network (RECIPE, Chen et al. 2024, §4.4): losses, loop, validation,
+checkpoint and resume.
 
 Frozen: the LLM and the knowledge encoder (its features precomputed, retrieval/features.py).
 Trained with Adam: the network's projections, prompt encoder, sentinel and InfoNCE temperature.
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from data.requests import EditRequest
+from lm.files import atomic_path
 from lm.scoring import pad_sequences, positions_from_mask
 from retrieval.checkpoint import (
     FORMAT_VERSION,
@@ -48,9 +50,7 @@ from retrieval.checkpoint import (
     tensor_checksum,
 )
 from retrieval.editor import RetrievalEditor
-from retrieval.evaluation import evaluate_batch, evaluate_retrieval, unedited_locality_argmax
 from retrieval.features import FeatureTable
-from retrieval.files import atomic_output
 from retrieval.injection import prompted_forward, takes_position_ids
 from retrieval.memory import ModelIdentity
 from retrieval.network import NetworkConfig, RetrievalNetwork, statement_text
@@ -58,6 +58,12 @@ from retrieval.network import NetworkConfig, RetrievalNetwork, statement_text
 STATE_FORMAT = "editscope.retrieval_training_state"
 STATE_FILE = "state.safetensors"
 BEST_FILE = "best.safetensors"
+
+# Scores one editor on one benchmark's held-out edits: (editor, benchmark name, requests) ->
+# {"efficacy", "generality", "locality", "locality_mean", "retrieval": {"correct", "unwanted", ...}}.
+# The training command passes the comparison harness here, so validation numbers are the
+# suite's own; tests may pass anything of that shape.
+Evaluate = Callable[[RetrievalEditor, str, Sequence[EditRequest]], Mapping]
 
 
 @dataclass(frozen=True)
@@ -242,6 +248,7 @@ class Trainer:
         config: TrainingConfig,
         run_dir: str | Path,
         llm_identity: ModelIdentity,
+        evaluate: Evaluate,
     ):
         self.network, self.encoder, self.llm, self.tok = network, encoder, llm, tok
         self.train_sets = {name: tuple(requests) for name, requests in train.items() if requests}
@@ -249,6 +256,7 @@ class Trainer:
         self.features, self.config = features, config
         self.run_dir = Path(run_dir)
         self.llm_identity = llm_identity
+        self.evaluate = evaluate
         self.encoder_identity = encoder.identity()
         encoder.eval().requires_grad_(False)
         llm.eval().requires_grad_(False)
@@ -262,7 +270,6 @@ class Trainer:
         self.seconds = 0.0
         self.history: dict[str, list] = {"loss": [], "validation": []}
         self.best: dict | None = None
-        self._unedited: dict[str, dict] = {}
         if (self.run_dir / STATE_FILE).is_file():
             self._load_state()
 
@@ -319,16 +326,13 @@ class Trainer:
         editor = RetrievalEditor(self.network, self.encoder, source="the network in training")
         report, scores = {"step": self.step}, []
         for name, requests in sorted(self.validation.items()):
+            evaluation = dict(self.evaluate(editor, name, requests))
+            report[name] = evaluation
             if self.config.train_prompts:
-                if name not in self._unedited:
-                    self._unedited[name] = unedited_locality_argmax(self.llm, self.tok, requests)
-                evaluation = evaluate_batch(editor, self.llm, self.tok, requests, self._unedited[name])
-                report[name] = evaluation.to_json()
-                scores.append((evaluation.efficacy + evaluation.generality + evaluation.locality_mean) / 3)
+                scores.append((evaluation["efficacy"] + evaluation["generality"] + evaluation["locality_mean"]) / 3)
             else:
-                rates = evaluate_retrieval(editor, self.llm, self.tok, requests)
-                report[name] = {"retrieval": vars(rates)}
-                scores.append((rates.correct + 1 - rates.unwanted) / 2)
+                rates = evaluation["retrieval"]
+                scores.append((rates["correct"] + 1 - rates["unwanted"]) / 2)
         report["score"] = sum(scores) / len(scores)
         return report
 
@@ -382,7 +386,7 @@ class Trainer:
             "best": self.best,
         }
         header["checksum"] = tensor_checksum(header, tensors)
-        with atomic_output(self.run_dir / STATE_FILE) as temporary:
+        with atomic_path(self.run_dir / STATE_FILE) as temporary:
             save_file(tensors, temporary, metadata={STATE_FORMAT: json.dumps(header)})
 
     def _load_state(self) -> None:

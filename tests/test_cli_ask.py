@@ -44,7 +44,7 @@ def ask_json(*args: str) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("editor", ["memit", "medrek"])
+@pytest.mark.parametrize("editor", ["memit", "medrek_copy"])
 def test_ask_shows_the_saved_edit_and_leaves_an_unrelated_answer(editor, edit_file, embedded, tmp_path):
     path, record = edit_file
     saved = tmp_path / "saved"
@@ -53,7 +53,7 @@ def test_ask_shows_the_saved_edit_and_leaves_an_unrelated_answer(editor, edit_fi
     assert result.exit_code == 0, result.output
     edited, unrelated = ask_json("--edits", str(saved), "--prompt", record["prompt"], "--prompt", UNRELATED)
 
-    assert edited["edit"]["target_new"] == record["target_new"]  # retrieved (medrek) or asked verbatim
+    assert edited["edit"]["target_new"] == record["target_new"]  # retrieved (medrek_copy) or asked verbatim
     assert edited["unedited"]["greedy"].strip().startswith(record["ground_truth"])
     assert edited["edited"]["greedy"].strip().startswith(record["target_new"])
     assert edited["edited"]["target_probability"] > 0.5 > edited["unedited"]["target_probability"]

@@ -98,6 +98,18 @@ def test_sequential_scores_everything_edited_so_far(tiny, tmp_path):
     assert run["mode"] == "sequential" and [step["aggregate"]["requests"] for step in run["steps"]] == [2, 4]
 
 
+def test_seeds_draw_one_batch_each_and_report_the_spread(tiny, tmp_path):
+    report = report_of(["stress", "sequential", "--steps", "1", "--batch", "3", "--editors", "unedited",
+                        "--seeds", "0,1"], tmp_path)
+    first, second = report["runs"]
+    assert (first["seed"], second["seed"]) == (0, 1) and report["arguments"]["seeds"] == [0, 1]
+    assert first["record_indices"] != second["record_indices"]
+    (run_dir,) = (tmp_path / "reports").iterdir()
+    assert "## Across seeds" in (run_dir / "report.md").read_text()
+    refused = CliRunner().invoke(main, ["compare", "--seeds", "0,x", *CHEAP])
+    assert refused.exit_code == 2 and "--seeds takes comma-separated whole numbers" in refused.output
+
+
 def test_bench_medical_runs_benchmark_by_benchmark(tiny, tmp_path):
     report = report_of(["bench", "medical", "--benchmark", "medcfpp,medcf", "--batch", "1,2",
                         "--edits", "2", "--editors", "unedited"], tmp_path)
@@ -121,7 +133,7 @@ def test_akd_reports_layers_correlations_and_batch_compositions(tiny, tmp_path):
     assert [akd_at[(5, layer)] for layer in layers] == [0.0, 0.0, 0.0]
     assert all(akd_at[(6, layer)] > 0 for layer in layers)
     assert [entry["y"] for entry in analyses["correlations"]] == [
-        "unedited Eff (token acc.)", "unedited Eff score P(new)>P(old)"]
+        "unedited Eff (token acc.)", "unedited Eff score"]
     assert {entry["x"] for entry in analyses["correlations"]} == {f"AKD at layer {memit_last_layer()}"}
     assert "high_similarity_samples" not in analyses  # no retrieval editor ran
 
@@ -150,37 +162,29 @@ def test_every_inferred_counterfact_relation_has_a_phrase(counterfact):
     assert set(names.phrases) == set(relations.relation_names)
 
 
-class FakeNetwork:
-    def key_text(self, request):
-        return request.prompt
+class FakeRetrievalEditor(IdentityEditor):
+    """A retrieval editor's `KnowledgeKeys` capability: prompts about John Smith land on one
+    direction, every other prompt on another."""
 
-    def keys(self, features):
-        return features
-
-
-class FakeEncoder:
-    def encode(self, texts):
-        # Prompts about John Smith land on one direction, every other prompt on another.
-        return torch.tensor([[1.0, 0.0] if "John Smith" in text else [0.0, 1.0] for text in texts])
-
-
-class FakeRetrievalEditor:
     name = "recipe"
 
-    def __init__(self, exposed: bool):
-        if exposed:
-            self.network, self.encoder = FakeNetwork(), FakeEncoder()
+    def knowledge_keys(self, requests):
+        return torch.tensor([[1.0, 0.0] if "John Smith" in r.prompt else [0.0, 1.0] for r in requests])
 
 
-def test_high_similarity_samples_come_from_the_knowledge_encoder_or_are_unavailable(counterfact):
+def test_high_similarity_samples_come_from_editors_with_knowledge_keys_only(counterfact):
     test, relations = counterfact
     pair = same_and_distinct_subject_sets(test, 4, seed=3, relations=relations)
     mixed = edit_set_of(pair.same_subject[:2] + pair.distinct_subject[2:3], "counterfact")
-    jobs = [Job("unedited", mixed, 3), Job("recipe", mixed, 3), Job("medrek", mixed, 3)]
-    lineup = {"unedited": IdentityEditor(), "recipe": FakeRetrievalEditor(True),
-              "medrek": FakeRetrievalEditor(False)}
+    jobs = [Job("unedited", mixed, 3), Job("recipe", mixed, 3), Job("memit", mixed, 3)]
+    lineup = {"unedited": IdentityEditor(), "recipe": FakeRetrievalEditor(), "memit": IdentityEditor()}
     entries = high_similarity_entries(jobs, lineup)
-    assert [(entry["run_index"], entry["editor"]) for entry in entries] == [(1, "recipe"), (2, "medrek")]
+    assert [(entry["run_index"], entry["editor"]) for entry in entries] == [(1, "recipe")]
     assert entries[0]["high_sim_samples"] == pytest.approx(2 / 3)  # the two John Smith edits pair up
-    assert entries[1]["high_sim_samples"] is None
-    assert entries[1]["reason"] == "the editor exposes no knowledge encoder and keys"
+
+
+def test_same_subject_sets_can_come_from_the_train_split():
+    train_prompts = {r.prompt for r in load_benchmark("counterfact", "train")}
+    edit_sets = dict(stress.subject_edit_sets([3], 6, seed=0, split="train"))
+    assert {r.prompt for r in edit_sets[DISTINCT_SUBJECT].requests} <= train_prompts
+    assert {r.prompt for r in edit_sets["natural-groups"].requests} <= train_prompts

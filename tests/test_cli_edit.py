@@ -50,3 +50,38 @@ def test_existing_save_folder_is_refused_before_loading(tmp_path):
     result = CliRunner().invoke(main, ["edit", "--requests", str(path), "--editor", "memit", "--save", str(tmp_path)])
     assert result.exit_code == 2
     assert "already exists" in result.output
+
+
+def test_editor_names_are_case_insensitive_and_checked_before_loading(tmp_path, monkeypatch):
+    from experiments.commands import edit
+
+    def no_load(name):
+        raise AssertionError("the model must not be loaded for a bad editor name")
+
+    monkeypatch.setattr(edit, "load", no_load)
+    path = tmp_path / "edits.json"
+    path.write_text(json.dumps(lyon_records()))
+    result = CliRunner().invoke(main, ["edit", "--requests", str(path), "--editor", "ROME",
+                                       "--save", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: Unknown editor 'ROME'; choose from memit")
+    assert edit._known_editor(None, None, " MEMIT ") == "memit"
+
+
+def test_a_prompt_longer_than_the_context_is_refused_naming_the_record(tmp_path, monkeypatch, tiny_tok):
+    from tiny_models import tiny_model
+
+    from experiments.commands import edit
+
+    monkeypatch.setattr(edit, "load", lambda name: (tiny_model("llama", seed=0), tiny_tok))
+    records = lyon_records()
+    records[2]["prompt"] = "In a long story, " * 60 + records[2]["prompt"]
+    path = tmp_path / "edits.json"
+    path.write_text(json.dumps(records))
+    result = CliRunner().invoke(main, ["edit", "--requests", str(path), "--editor", "medrek", "--quiet",
+                                       "--save", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: Record 2 (counterfact): its prompt and target are ")
+    assert "longer than the model's context of 128" in line
+    assert not (tmp_path / "out").exists()

@@ -71,7 +71,7 @@ def test_compare_scores_a_long_form_file_through_a_field_map(tmp_path, monkeypat
     assert runs["medrek"]["aggregate"]["efficacy_accuracy"] > unedited
     markdown = next(reports.iterdir()).joinpath("report.md").read_text()
     assert f"1 target(s) and 0 locality answer(s) cut to {MAX_TOKENS} tokens" in markdown
-    assert "1 request(s) without an old target: their P(new)>P(old) scores are absent" in markdown
+    assert "1 request(s) without an old target: their scores (Eff/Gen score, NS) are absent" in markdown
 
 
 def test_a_record_missing_a_mapped_field_exits_2_naming_it(tmp_path):

@@ -69,7 +69,7 @@ CASES = {
     "compare batch 0": (["compare", "--batch", "0"], "--batch must be a positive number of edits, not 0."),
     "compare batch negative": (["compare", "--batch", "-5"], "--batch must be a positive number of edits, not -5."),
     "compare batch beyond split": (["compare", "--benchmark", "medcf", "--batch", "5000"],
-                                   "Cannot draw 5000 from 802 requests"),
+                                   "--batch 5000: Cannot draw 5000 from 802 requests"),
     "compare workers 0": (["compare", "--workers", "0"],
                           "--workers must be 'auto' or a positive whole number, not '0'."),
     "same-subject workers not a number": (["stress", "same-subject", "--workers", "many"],
@@ -98,7 +98,7 @@ CASES = {
     "batch-sweep batch 0": (["stress", "batch-sweep", "--batch-sizes", "0"],
                             "--batch-sizes needs positive integers, not '0'."),
     "batch-sweep batch beyond split": (["stress", "batch-sweep", "--batch-sizes", "1,5000"],
-                                       "medcfpp: Cannot draw 5000 from 755 requests"),
+                                       "medcfpp, --batch-sizes 5000: Cannot draw 5000 from 755 requests"),
     "batch-sweep batch beyond edits": (["stress", "batch-sweep", "--batch-sizes", "1,10", "--edits", "5"],
                                        "--batch-sizes 10 is larger than the 5 edits drawn (--edits)."),
     "batch-sweep unknown model": (["stress", "batch-sweep", "--batch-sizes", "2", "--model", MISSING_MODEL],
@@ -113,7 +113,7 @@ CASES = {
     "sequential batch negative": (["stress", "sequential", "--batch", "-3"],
                                   "--batch must be a positive number of edits, not -3."),
     "sequential beyond split": (["stress", "sequential", "--benchmark", "medcf", "--steps", "100", "--batch", "20"],
-                                "Cannot draw 2000 from 802 requests"),
+                                "--steps 100 × --batch 20: Cannot draw 2000 from 802 requests"),
     "sequential unknown model": (["stress", "sequential", "--steps", "1", "--batch", "2", "--model", MISSING_MODEL],
                                  MODEL_SENTENCE),
     # akd
@@ -122,7 +122,7 @@ CASES = {
     "akd batch 0": (["akd", "--batch", "0"], "--batch must be at least 2 edits"),
     "akd batch negative": (["akd", "--batch", "-4"], "--batch must be at least 2 edits"),
     "akd batch beyond relations": (["akd", "--batch", "30"], "--batch 30 is larger than the 24 relations"),
-    "akd bad layers": (["akd", "--layers", "x-y"], "--layers must look like 2-8 or 2,4,6, not 'x-y'."),
+    "akd bad layers": (["akd", "--layers", "x-y"], "--layers must look like 4-8 or 2,4,6, not 'x-y'."),
     "akd benchmark without subjects": (["akd", "--benchmark", "medversa"], "has no subject span"),
     "akd unknown model": (["akd", "--batch", "2", "--model", MISSING_MODEL], MODEL_SENTENCE),
     # bench medical
@@ -134,7 +134,7 @@ CASES = {
     "bench batch 0": (["bench", "medical", "--batch", "0,10"], "--batch needs positive integers, not '0,10'."),
     "bench batch negative": (["bench", "medical", "--batch", "-1"], "--batch needs positive integers, not '-1'."),
     "bench batch beyond split": (["bench", "medical", "--benchmark", "medcf", "--batch", "5000"],
-                                 "medcf: Cannot draw 5000 from 802 requests"),
+                                 "medcf, --batch 5000: Cannot draw 5000 from 802 requests"),
     "bench unknown model": (["bench", "medical", "--benchmark", "medcf", "--batch", "2", "--model", MISSING_MODEL],
                             MODEL_SENTENCE),
 }
@@ -171,6 +171,7 @@ COVARIANCE_CASES = {
     "tokens 0": (["--tokens", "0"], "--tokens must be positive, not 0."),
     "tokens negative": (["--tokens", "-5"], "--tokens must be positive, not -5."),
     "bad layers": (["--layers", "x"], "--layers must look like 4-8 or 2,4,6, not 'x'."),
+    "reversed layers": (["--layers", "8-4"], "--layers '8-4' is a reversed range; write 4-8."),
     "batch size 0": (["--batch-size", "0"], "--max-length must be at least 2 and --batch-size at least 1."),
 }
 

@@ -1,18 +1,20 @@
-"""The covariance cache: resumption after an interruption, and refusal of files that are
-damaged or belong to another statistic."""
+"""The covariance cache: resumption after an interruption, and repair of files that are
+damaged or belong to another statistic (moved aside with one warning, then recomputed)."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from covariance.cache import CovarianceCacheError, load_partial, statistic_path
+from covariance.cache import load_partial, statistic_path
 from covariance.collect import CollectOptions
 from covariance.corpus import Corpus, length_sorted_batches, token_sequences
 from covariance.stats import second_moments, statistic_keys
+from lm.cache_entries import DAMAGED_SUFFIX, seal_path, sealed_file, verified
 from tiny_models import CORPUS_TEXT, tiny_model
 
 CORPUS = Corpus("tiny", CORPUS_TEXT)
@@ -92,54 +94,82 @@ def test_damaged_checkpoint_is_ignored(model, tiny_tok, tmp_path, uninterrupted)
 
 @pytest.fixture
 def cached(model, tiny_tok, tmp_path, uninterrupted):
-    """A cache root holding both layers' files (copied from the uninterrupted run)."""
+    """A cache root holding both layers' files and their seals (copied from the uninterrupted run)."""
+    paths = {}
     for layer in LAYERS:
         source = uninterrupted[layer].path
-        target = tmp_path / source.relative_to(source.parents[1])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, target)
+        paths[layer] = tmp_path / source.relative_to(source.parents[1])
+        paths[layer].parent.mkdir(parents=True, exist_ok=True)
+        for entry, copy in ((source, paths[layer]), (seal_path(source), seal_path(paths[layer]))):
+            shutil.copy(entry, copy)
     second_moments(model, tiny_tok, LAYERS, CORPUS, OPTIONS, cache_root=tmp_path)  # sanity: accepted
-    return tmp_path, {layer: tmp_path / uninterrupted[layer].path.relative_to(uninterrupted[layer].path.parents[1])
-                      for layer in LAYERS}
+    return tmp_path, paths
 
 
-def refused(model, tok, root) -> str:
-    with pytest.raises(CovarianceCacheError) as error:
-        second_moments(model, tok, LAYERS, CORPUS, OPTIONS, cache_root=root)
-    message = str(error.value)
-    assert "\n" not in message and message.endswith(".")
-    return message
+def repaired(model, tok, root, path, uninterrupted, caplog) -> str:
+    """The next run moves the damaged `path` aside with one warning naming it, recomputes it
+    identically and caches it again; returns the warning."""
+    with caplog.at_level(logging.WARNING, logger="editscope.cache"):
+        result = second_moments(model, tok, LAYERS, CORPUS, OPTIONS, cache_root=root)
+    for layer in LAYERS:
+        assert torch.equal(result[layer].total, uninterrupted[layer].total)
+    (warning,) = [record.getMessage() for record in caplog.records if record.name == "editscope.cache"]
+    assert str(path) in warning and "\n" not in warning
+    assert path.with_name(path.name + DAMAGED_SUFFIX).is_file()
+    assert verified(path)  # cached again, sealed
+    return warning
+
+
+def sealed_write(path, tensors, metadata):
+    """A file that matches its seal yet holds the wrong statistic (a seal proves integrity,
+    not meaning, so the content is still checked)."""
+    with sealed_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 @pytest.mark.parametrize("garbage", [b"", b"garbage" * 50, b"\x10\x00\x00\x00\x00\x00\x00\x00{}"])
-def test_garbage_file_is_refused_naming_the_path(model, tiny_tok, cached, garbage):
+def test_garbage_file_is_recomputed_naming_the_path(model, tiny_tok, cached, garbage, uninterrupted, caplog):
     root, paths = cached
     paths[0].write_bytes(garbage)
-    assert str(paths[0]) in refused(model, tiny_tok, root)
+    assert "bytes instead of" in repaired(model, tiny_tok, root, paths[0], uninterrupted, caplog)
 
 
-def test_truncated_file_is_refused(model, tiny_tok, cached):
+def test_half_truncated_file_is_recomputed(model, tiny_tok, cached, uninterrupted, caplog):
     root, paths = cached
     data = paths[2].read_bytes()
     paths[2].write_bytes(data[: len(data) // 2])
-    assert str(paths[2]) in refused(model, tiny_tok, root)
+    assert "bytes instead of" in repaired(model, tiny_tok, root, paths[2], uninterrupted, caplog)
 
 
-def test_file_of_another_layer_is_refused(model, tiny_tok, cached):
+def test_same_size_corruption_is_caught_by_the_checksum(model, tiny_tok, cached, uninterrupted, caplog):
     root, paths = cached
-    shutil.copy(paths[2], paths[0])
-    message = refused(model, tiny_tok, root)
-    assert str(paths[0]) in message and "layer='2'" in message and "expected '0'" in message
+    data = bytearray(paths[0].read_bytes())
+    data[-1] ^= 0xFF
+    paths[0].write_bytes(bytes(data))
+    assert "checksum" in repaired(model, tiny_tok, root, paths[0], uninterrupted, caplog)
 
 
-def test_file_of_another_model_is_refused(model, tiny_tok, cached, tmp_path_factory):
+def test_unsealed_file_is_recomputed(model, tiny_tok, cached, uninterrupted, caplog):
+    root, paths = cached
+    seal_path(paths[0]).unlink()
+    assert "no valid seal" in repaired(model, tiny_tok, root, paths[0], uninterrupted, caplog)
+
+
+def test_file_of_another_layer_is_recomputed(model, tiny_tok, cached, uninterrupted, caplog):
+    root, paths = cached
+    with sealed_file(paths[0]) as tmp:
+        shutil.copy(paths[2], tmp)
+    warning = repaired(model, tiny_tok, root, paths[0], uninterrupted, caplog)
+    assert "layer='2'" in warning and "expected '0'" in warning
+
+
+def test_file_of_another_model_is_recomputed(model, tiny_tok, cached, tmp_path_factory, uninterrupted, caplog):
     root, paths = cached
     other = tiny_model("llama", seed=99)
-    other_root = tmp_path_factory.mktemp("other-model")
-    foreign = second_moments(other, tiny_tok, [0], CORPUS, OPTIONS, cache_root=other_root)[0]
-    shutil.copy(foreign.path, paths[0])
-    message = refused(model, tiny_tok, root)
-    assert str(paths[0]) in message and "model=" in message
+    foreign = second_moments(other, tiny_tok, [0], CORPUS, OPTIONS, cache_root=tmp_path_factory.mktemp("other"))[0]
+    with sealed_file(paths[0]) as tmp:
+        shutil.copy(foreign.path, tmp)
+    assert "model=" in repaired(model, tiny_tok, root, paths[0], uninterrupted, caplog)
 
 
 def key_for(model, tok, layer):
@@ -152,28 +182,26 @@ def key_for(model, tok, layer):
      torch.zeros(64, dtype=torch.float64)],
     ids=["wrong-width", "wrong-dtype", "wrong-rank"],
 )
-def test_wrong_shape_or_dtype_is_refused(model, tiny_tok, cached, total):
+def test_wrong_shape_or_dtype_is_recomputed(model, tiny_tok, cached, total, uninterrupted, caplog):
     root, paths = cached
     key = key_for(model, tiny_tok, 0)
     assert statistic_path(key, root) == paths[0]
-    save_file({"sum": total}, str(paths[0]), metadata={**key.as_metadata(), "tokens": "300"})
-    message = refused(model, tiny_tok, root)
-    assert str(paths[0]) in message and "(64, 64) float64" in message
+    sealed_write(paths[0], {"sum": total}, {**key.as_metadata(), "tokens": "300"})
+    assert "(64, 64) float64" in repaired(model, tiny_tok, root, paths[0], uninterrupted, caplog)
 
 
 @pytest.mark.parametrize("tokens", ["0", "-5", "many"])
-def test_bad_token_count_is_refused(model, tiny_tok, cached, tokens):
+def test_bad_token_count_is_recomputed(model, tiny_tok, cached, tokens, uninterrupted, caplog):
     root, paths = cached
     key = key_for(model, tiny_tok, 0)
-    save_file({"sum": torch.eye(64, dtype=torch.float64)}, str(paths[0]),
-              metadata={**key.as_metadata(), "tokens": tokens})
-    assert "damaged" in refused(model, tiny_tok, root)
+    sealed_write(paths[0], {"sum": torch.eye(64, dtype=torch.float64)}, {**key.as_metadata(), "tokens": tokens})
+    assert "no tokens" in repaired(model, tiny_tok, root, paths[0], uninterrupted, caplog)
 
 
-def test_non_finite_sum_is_refused(model, tiny_tok, cached):
+def test_non_finite_sum_is_recomputed(model, tiny_tok, cached, uninterrupted, caplog):
     root, paths = cached
     key = key_for(model, tiny_tok, 0)
     total = torch.eye(64, dtype=torch.float64)
     total[3, 3] = float("nan")
-    save_file({"sum": total}, str(paths[0]), metadata={**key.as_metadata(), "tokens": "300"})
-    assert "damaged" in refused(model, tiny_tok, root)
+    sealed_write(paths[0], {"sum": total}, {**key.as_metadata(), "tokens": "300"})
+    assert "non-finite" in repaired(model, tiny_tok, root, paths[0], uninterrupted, caplog)

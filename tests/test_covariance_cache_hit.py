@@ -17,7 +17,7 @@ from cli import main
 from covariance.cache_hit import LocalModel, cached_second_moments, memo_kind, remember_identity
 from covariance.collect import CollectOptions
 from covariance.corpus import Corpus
-from covariance.identity import ModelIdentity
+from covariance.identity import ModelFacts
 from covariance.stats import second_moments
 from lm.folder_memo import memo_path, recall
 from lm.loading import load
@@ -71,7 +71,7 @@ def test_cache_hit_returns_what_the_full_path_returns(folder):
 def test_memoised_identity_equals_the_measured_one(folder):
     model, tok = load_and_remember(folder)
     facts = recall(folder, memo_kind(FP32))
-    assert ModelIdentity.from_json(facts) == ModelIdentity.of(model, tok)
+    assert ModelFacts.from_json(facts) == ModelFacts.of(model, tok)
     assert recall(folder, memo_kind(torch.bfloat16)) is None  # another load dtype, another identity
 
 

@@ -15,7 +15,7 @@ import torch
 
 from covariance.stats import SecondMoment
 from data.corpus import corpus_text
-from editors.akd import batch_akd, batch_keys
+from editors.akd import batch_keys
 from editors.applied import WeightEdit, trial_deltas
 from editors.covariances import CorpusCovariance, GivenCovariance
 from editors.keys import LayerwiseKeys, request_keys, request_sites
@@ -26,6 +26,7 @@ from editors.registry import EDITORS, UnknownEditor, make_editor
 from editors.templates import context_prefixes
 from editors.upper import SplitBatch, base_model, capture_upper_state, run_upper
 from lm.adapters import adapter_for
+from metrics.keys import average_key_distance_per_layer
 
 FAMILIES = ("llama", "qwen2", "gpt2", "gptj")
 # Small budgets: these tests check that every path runs, not that edits succeed.
@@ -255,8 +256,8 @@ def test_akd_is_zero_for_one_subject_and_positive_otherwise(tiny, tok):
     ]
     distinct = [EditRequest(prompt=r.prompt.replace("John Smith", name), subject=name, target_new=r.target_new)
                 for r, name in zip(same, ("Mary Jones", "The river", "Water"))]
-    assert all(value < 1e-5 for value in batch_akd(tiny, tok, same, [1, 2]).values())
-    assert all(value > 1e-3 for value in batch_akd(tiny, tok, distinct, [1, 2]).values())
+    assert all(value < 1e-5 for value in average_key_distance_per_layer(batch_keys(tiny, tok, same, [1, 2])).values())
+    assert all(value > 1e-3 for value in average_key_distance_per_layer(batch_keys(tiny, tok, distinct, [1, 2])).values())
     keys = batch_keys(tiny, tok, same, [2])
     assert keys[2].shape == (3, adapter_for(tiny).widths(tiny)[1])
 

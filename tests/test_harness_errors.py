@@ -33,7 +33,7 @@ def test_unknown_benchmark():
 def test_more_edits_than_the_split_holds_or_none(count):
     with pytest.raises(BatchError) as error:
         draw_edits("medcfpp", count, seed=0)
-    assert "between 1 and 755" in one_sentence(error)
+    assert "ask for 1 to 755" in one_sentence(error)
 
 
 def test_record_missing_a_required_field(tmp_path):

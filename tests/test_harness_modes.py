@@ -32,12 +32,16 @@ class RecordingEditor:
     """Adds 0.5 to one weight per apply (undo puts back an exact copy); logs every call."""
 
     name = "recording"
+    hparams = None
 
     def __init__(self, log: list, fail_on_apply: int | None = None, forget_undo: bool = False):
         self.log = log
         self.fail_on_apply = fail_on_apply
         self.forget_undo = forget_undo
         self.applies = 0
+
+    def prepare(self, model, tok):
+        pass
 
     def apply(self, model, tok, batch):
         self.applies += 1
@@ -53,6 +57,8 @@ class RecordingEditor:
 
 
 class RecordedEdit:
+    info = {}
+
     def __init__(self, editor, label, weight, original, scorer):
         self.editor, self.label, self.weight, self.original, self.scorer = (
             editor, label, weight, original, scorer)
@@ -103,6 +109,9 @@ def test_single_mode_applies_and_undoes_each_request_alone(tiny_llama, tmp_path)
     assert [step.applied_indices for step in record.steps] == [(0,), (1,), (2,)]
     assert [[r.record_index for r in step.requests] for step in record.steps] == [[0], [1], [2]]
     assert record.mode == "single" and record.batch_size == 1 and record.aggregate.requests == 3
+    # The run's first two prompts are continued for fluency, one in each of their steps.
+    assert [step.aggregate.health.fluency_texts for step in record.steps] == [1, 1, 0]
+    assert [s.prompt for s in record.aggregate.health.fluency_samples] == [r.prompt for r in requests(2)]
     assert_restored(model, before)
 
 

@@ -63,7 +63,7 @@ def test_unedited_predictions_are_cached_once_and_shared(tiny_llama, tmp_path, e
     model, tok = tiny_llama
     run_batch(IdentityEditor(), model, tok, edits, settings=SMALL, baseline_dir=tmp_path)
     (model_dir,) = tmp_path.iterdir()  # one folder, named by the model fingerprint
-    cached = sorted(path.name.split("-")[0] for path in model_dir.iterdir())
+    cached = sorted(path.name.split("-")[0] for path in model_dir.glob("*.json"))  # beside their seals
     assert cached == ["locality", "perplexity"]
     payload = json.loads(next(model_dir.glob("locality-*.json")).read_text())
     assert payload["about"]["record_indices"] == list(edits.record_indices)
@@ -72,7 +72,7 @@ def test_unedited_predictions_are_cached_once_and_shared(tiny_llama, tmp_path, e
         raise AssertionError("the unedited baseline was recomputed")
 
     monkeypatch.setattr(experiments.baseline, "locality_predictions", must_not_run)
-    monkeypatch.setattr(experiments.baseline, "heldout_perplexity", must_not_run)
+    monkeypatch.setattr(experiments.baseline, "heldout_losses", must_not_run)
     # Another mode (and any other editor) on the same records reuses the cached baseline.
     run_sequential(IdentityEditor(), model, tok, edits, batch_size=2, settings=SMALL,
                    baseline_dir=tmp_path)
@@ -98,7 +98,7 @@ def test_tables_render_from_records_alone(tiny_llama, tmp_path, edits):
     text = screen.export_text()
     header = next(line for line in text.splitlines() if "Editor" in line)
     assert [word for word in header.split() if word != "┃"] == [
-        "Editor", "Eff", "Gen", "TD", "EM", "SS", "TS", "Flu", "Avg", "ΔPPL", "Edit", "s", "Infer", "×"]
+        "Editor", "Eff", "Gen", "TD", "EM", "SS", "TS", "Flu", "Avg", "ΔPPL", "%", "Edit", "s", "Infer", "×"]
     steps = [line.split() for line in text.splitlines() if line.split()[:2] in (["1", "2"], ["2", "4"])]
     assert [row[:2] for row in steps] == [["1", "2"], ["2", "4"]]  # step, requests edited so far
     assert all(row[5] == "100.0" for row in steps)  # locality of the unedited model

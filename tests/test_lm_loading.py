@@ -177,7 +177,7 @@ def fake_gguf(tmp_path, monkeypatch):
 
 def test_dequantised_folder_is_written_atomically(fake_gguf, monkeypatch):
     FakeGGUF.saved_tokenizer_fails = True
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ModelNotAvailable, match=r"Cannot write the dequantised default model .*disk full"):
         embedded_model_dir()
     assert list(fake_gguf.iterdir()) == []  # nothing half-written, no .tmp left behind
 
@@ -185,7 +185,7 @@ def test_dequantised_folder_is_written_atomically(fake_gguf, monkeypatch):
     assert sys.modules["transformers"].AutoModelForCausalLM is FakeGGUF.Model
     folder = embedded_model_dir()
     assert folder.parent == fake_gguf and folder.name.startswith("smollm2-135m-instruct-")
-    assert [p.name for p in fake_gguf.iterdir()] == [folder.name]
+    assert sorted(p.name for p in fake_gguf.iterdir()) == [folder.name, folder.name + ".seal"]
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     assert (folder / "tokenizer.json").is_file()
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())

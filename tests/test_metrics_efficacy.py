@@ -25,11 +25,11 @@ def test_efficacy_score_counts_ties_as_failures():
     assert efficacy_score(new, old) == pytest.approx(1 / 3)
 
 
-def test_efficacy_score_length_normalised_convention():
+def test_efficacy_score_is_memits_per_token_convention_by_default():
     new = [scores([-1.0, -1.0])]  # sum -2.0, mean -1.0
     old = [scores([-1.5])]  # sum -1.5, mean -1.5
-    assert efficacy_score(new, old) == 0.0  # joint: -2.0 < -1.5
-    assert efficacy_score(new, old, length_normalised=True) == 1.0  # per token: -1.0 > -1.5
+    assert efficacy_score(new, old) == 1.0  # per token: -1.0 > -1.5
+    assert efficacy_score(new, old, convention="joint") == 0.0  # joint: -2.0 < -1.5
 
 
 def test_efficacy_score_rejects_mismatched_lists():

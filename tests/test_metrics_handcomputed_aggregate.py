@@ -42,17 +42,23 @@ FULL = EditRequest(
 BARE = EditRequest(prompt="Q", target_new="new", locality={"td": (LocalityProbe("L4", "gt4"),)})
 
 TABLE = {
-    ("P", "new"): scores((1, 9), (-1.0, -1.0), target=(1, 2)),  # accuracy 1/2, log P = -2
-    ("P", "old"): scores((4,), (-3.0,)),                          # -2 > -3: efficacy score 1
-    ("R1", "new"): scores((1, 2), (-2.0, -2.0), target=(1, 2)),   # accuracy 1, log P = -4
-    ("R1", "old"): scores((4,), (-1.0,)),                         # -4 < -1: lost
-    ("R2", "new"): scores((0, 0), (-0.5, -0.5), target=(1, 2)),   # accuracy 0, log P = -1
-    ("R2", "old"): scores((4,), (-2.0,)),                         # -1 > -2: won
+    # Efficacy score compares mean token log P (per-token NLL), as MEMIT's "score".
+    ("P", "new"): scores((1, 9), (-1.0, -1.0), target=(1, 2)),  # accuracy 1/2, mean -1
+    ("P", "old"): scores((4,), (-3.0,)),                          # -1 > -3: efficacy score 1
+    ("R1", "new"): scores((1, 2), (-2.0, -2.0), target=(1, 2)),   # accuracy 1, mean -2
+    ("R1", "old"): scores((4,), (-1.0,)),                         # -2 < -1: lost
+    ("R2", "new"): scores((0, 0), (-0.5, -0.5), target=(1, 2)),   # accuracy 0, mean -0.5
+    ("R2", "old"): scores((4,), (-1.5,)),                         # -0.5 > -1.5: won, though
+                                                                  # jointly -1 < -1.5
     ("L1", "gt1"): scores((5, 6, 7), (0.0, 0.0, 0.0)),
     ("L2", "gt2"): scores((1,), (0.0,)),
     ("L3", "gt3"): scores((2, 3), (0.0, 0.0)),
     ("Q", "new"): scores((1, 2, 3), (0.0, 0.0, 0.0)),             # accuracy 1
     ("L4", "gt4"): scores((8,), (0.0,)),
+    # NS: does each probe still prefer its ground truth (mean log P 0) to target_new?
+    ("L1", "new"): scores((1, 2), (-1.0, -1.0), target=(1, 2)),  # yes
+    ("L2", "new"): scores((1,), (0.0,)),                          # tie: no
+    ("L3", "new"): scores((1, 2), (-0.5, -0.5), target=(1, 2)),  # yes
 }
 UNEDITED = [
     {"td": [[5, 6, 0]], "em": [[1], [9, 3]]},  # td 2/3; em (1 + 1/2) / 2 = 3/4
@@ -67,7 +73,7 @@ def test_request_scores_by_hand():
     assert full == RequestResult(
         record_index=7, efficacy_accuracy=0.5, efficacy_score=1.0,
         generality_accuracy=0.5, generality_score=0.5,
-        locality={"td": pytest.approx(2 / 3), "em": 0.75},
+        locality={"td": pytest.approx(2 / 3), "em": 0.75}, locality_score=pytest.approx(2 / 3),
     )
     # No target_true: no efficacy score; no rephrasings: no generality at all.
     assert bare == RequestResult(None, 1.0, None, None, None, {"td": 0.0})
@@ -94,6 +100,21 @@ def test_aggregate_by_hand():
     assert result.locality_mean == pytest.approx(0.625)
     # ((7/12 + 3/4) / 2 + 5/8) / 2 = (2/3 + 5/8) / 2 = 31/48
     assert result.average == pytest.approx(31 / 48)
+    # Every figure carries its bootstrap interval over the three requests, around its value.
+    for name in ("efficacy_accuracy", "efficacy_score", "generality_accuracy", "locality.td",
+                 "locality_mean", "average"):
+        low, high = result.intervals[name]
+        value = result.locality["td"] if name == "locality.td" else getattr(result, name)
+        assert low <= value <= high and low < high
+    assert result.intervals["efficacy_accuracy"] == (0.25, 1.0)  # the extremes of 3 requests
+    assert aggregate(results, [NO_HEALTH]).intervals == result.intervals  # seeded
+
+
+def test_identical_requests_give_a_zero_width_interval():
+    results = [RequestResult(i, 0.5, None, 0.5, None, {"td": 1.0}) for i in range(5)]
+    intervals = aggregate(results, [NO_HEALTH]).intervals
+    assert intervals["efficacy_accuracy"] == pytest.approx((0.5, 0.5))
+    assert intervals["average"] == pytest.approx((0.75, 0.75))
 
 
 def test_average_reproduces_medrek_table_2_memit_row():
@@ -141,10 +162,15 @@ def test_retrieval_outcomes_of_an_edit_become_shares():
                         locality={"default": (LocalityProbe("LA", "y"),)})
     second = EditRequest(prompt="PB", target_new="z", locality={"default": (LocalityProbe("LB", "y"),)})
 
-    class RetrievingEdit:
+    class RetrievingEdit:  # the ReportsRetrieval capability of a retrieval edit
+        fetched = {"PA": first, "RA": second, "PB": None, "LA": None, "LB": first}
+
         def retrieval_outcomes(self, prompts):
-            fetched = {"PA": first, "RA": second, "PB": None, "LA": None, "LB": first}
-            return [fetched[prompt] for prompt in prompts]
+            return [self.fetched[prompt] for prompt in prompts]
+
+        def retrieved_entries(self, prompts):
+            return [None if r is None else {"prompt": r.prompt, "target_new": r.target_new, "subject": r.subject}
+                    for r in self.retrieval_outcomes(prompts)]
 
     summary = retrieval_summary(RetrievingEdit(), [first, second])
     # Edit queries PA (own entry), RA (another's), PB (nothing); locality LA (ok), LB (unwanted).

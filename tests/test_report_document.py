@@ -8,7 +8,7 @@ import math
 import pytest
 from test_report_fixtures import run, scenario
 
-from experiments.report import Report, ReportError, akd_entries, read_report, write_report
+from experiments.report import RENDERED_FILES, Report, ReportError, akd_entries, publish_report, read_report
 
 
 def test_report_round_trips_through_json():
@@ -22,20 +22,29 @@ def test_report_round_trips_through_json():
     assert data["runs"][0] == json.loads(report.runs[0].to_json())
 
 
+def test_a_format_1_record_reads_as_what_it_measured():
+    # Records written before format 2 lack the sampling and context settings: they were greedy
+    # continuations and held-out pieces after one word, and read back as such, not as today's.
+    settings = run("memit").settings
+    assert (settings.fluency_top_k, settings.perplexity_context_words) == (0, 1)
+    assert run("memit").aggregate.locality_score is None
+
+
 def test_arguments_are_kept_as_json_values():
     report = Report("compare", {"sizes": (1, 10)}, (run("memit"),), created="2026-01-01T00:00:00+00:00")
     assert report.arguments == {"sizes": [1, 10]}  # as it will read back
     assert Report.from_json(report.to_json()) == report
 
 
-def test_write_report_names_a_new_folder_after_time_and_command(tmp_path):
+def test_publish_report_names_a_new_folder_after_time_and_command(tmp_path):
     report = Report("stress same-subject", {}, (run("memit"),), created="2026-05-09T07:35:25+00:00")
-    first = write_report(report, tmp_path / "reports")
-    second = write_report(report, tmp_path / "reports")
+    first = publish_report(report, tmp_path / "reports")
+    second = publish_report(report, tmp_path / "reports")
     assert first.name == "20260509-073525-stress-same-subject"
     assert second.name == "20260509-073525-stress-same-subject-2"
     assert read_report(first) == report
-    assert sorted(p.name for p in first.iterdir()) == ["report.json"]  # no temporary left
+    assert sorted(p.name for p in first.iterdir()) == sorted(["report.json", *RENDERED_FILES])
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [first.name, second.name]
 
 
 def test_a_nan_is_refused_before_anything_is_written(tmp_path):

@@ -17,9 +17,15 @@ CONFOUNDED = ("Best achievable on this batch of {n}: efficacy 90.0% (1 edits are
 
 
 def aggregate(requests, eff, loc, gen=None, eff_score=None, gen_score=None, fluency=600.0,
-              ppl_after=20.0, retrieval=None):
+              ppl_after=20.0, retrieval=None, width=0.03):
+    """An aggregate whose every figure has a 95% interval of ± `width` (None: no intervals)."""
     gen = eff if gen is None else gen
     loc_mean = sum(loc.values()) / len(loc) if loc else None
+    figures = {"efficacy_accuracy": eff, "generality_accuracy": gen, "locality_mean": loc_mean,
+               **{f"locality.{group}": value for group, value in loc.items()}}
+    figures["average"] = ((eff + gen) / 2 + loc_mean) / 2 if loc_mean is not None else None
+    intervals = ({name: [value - width, value + width] for name, value in figures.items()
+                  if value is not None} if width is not None else {})
     return {
         "requests": requests, "efficacy_accuracy": eff,
         "efficacy_score": eff if eff_score is None else eff_score,
@@ -28,6 +34,7 @@ def aggregate(requests, eff, loc, gen=None, eff_score=None, gen_score=None, flue
         "average": ((eff + gen) / 2 + loc_mean) / 2 if loc_mean is not None else None,
         "health": {"fluency": fluency, "fluency_texts": 2, "perplexity_after": ppl_after,
                    "retrieval": retrieval},
+        "intervals": intervals,
     }
 
 
@@ -93,7 +100,7 @@ def sequential(editor, efficacies, batch_size=5):
 
 def scenario_runs(memit_locality=0.97, merge_locality=0.90):
     """memit and memit-merge at batch 10 and 40 (the batch-10 pair's locality given), recipe
-    with retrieval outcomes, a sequential memit run and the unedited reference."""
+    with retrieval outcomes, a sequential memit run and the unedited reference at both sizes."""
     def groups(value):
         return {group: value for group in GROUPS}
     return [
@@ -106,6 +113,7 @@ def scenario_runs(memit_locality=0.97, merge_locality=0.90):
         run("memit", 40, eff=0.60, loc=groups(0.85), edit_seconds=20.0),
         run("memit-merge", 40, eff=0.92, loc=groups(0.93), edit_seconds=22.0),
         sequential("memit", [1.0, 0.95, 0.7]),
+        run("unedited", 40, eff=0.02, loc=groups(1.0), edit_seconds=0.0, ppl_after=20.0),
     ]
 
 

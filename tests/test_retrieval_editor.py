@@ -12,8 +12,9 @@ from lm.scoring import LMScorer, output_logits, pad_sequences
 from retrieval.checkpoint import CheckpointError, load_network, save_network
 from retrieval.editor import RetrievalEditor
 from retrieval.injection import prepend_prompts, prompted_generate, prompted_hidden
-from retrieval.medrek import new_medrek
-from retrieval.memory import MemoryFormatError
+from retrieval.incontext import InContextEditor
+from retrieval.medrek import new_medrek, new_medrek_copy
+from retrieval.memory import MemoryFormatError, NetworkIdentity
 from retrieval.recipe import new_recipe
 
 
@@ -32,11 +33,13 @@ def encoder():
     return tiny_encoder()
 
 
-@pytest.fixture(params=["recipe", "medrek"])
+@pytest.fixture(params=["recipe", "medrek", "medrek_copy", "ike"])
 def editor(request, encoder, llm):
-    make = new_recipe if request.param == "recipe" else new_medrek
-    extra = {} if request.param == "recipe" else {"heads": 4}
-    return RetrievalEditor(make(encoder, llm, width=32, **extra), encoder)
+    if request.param == "recipe":
+        return RetrievalEditor(new_recipe(encoder, llm, width=32), encoder)
+    make = new_medrek_copy if request.param == "medrek_copy" else new_medrek
+    network = make(encoder, llm, width=32, heads=4)
+    return (InContextEditor if request.param == "ike" else RetrievalEditor)(network, encoder)
 
 
 def batch(tok, texts, side, device="cpu"):
@@ -141,7 +144,7 @@ def test_memory_save_load_round_trip_gives_identical_retrievals(tok, llm, encode
     queries = [r.prompt for r in requests()] + [r.rephrase_prompts[0] for r in requests()] + TEXTS
     path = tmp_path / "memory.safetensors"
     editor.memory.save(path)
-    fresh = RetrievalEditor(editor.network, encoder)
+    fresh = type(editor)(editor.network, encoder)
     fresh.load_memory(path, llm)
     reloaded = fresh.apply(llm, tok, requests()[:1])
     reloaded.undo()  # exercise the reloaded memory through the normal seam
@@ -191,3 +194,16 @@ def test_checkpoint_round_trip_and_refusals(tok, llm, encoder, editor, tmp_path)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_network(path, expect_llm=identity)
+
+
+def test_a_memory_is_refused_by_an_editor_with_another_network(tok, llm, encoder, editor, tmp_path):
+    built_by = NetworkIdentity("medrek", "a" * 64)
+    saving = RetrievalEditor(editor.network, encoder, network_identity=built_by)
+    saving.apply(llm, tok, requests()[:2])
+    path = tmp_path / "memory.safetensors"
+    saving.memory.save(path)
+    RetrievalEditor(editor.network, encoder, network_identity=built_by).load_memory(path, llm)  # same: fine
+    other = RetrievalEditor(editor.network, encoder, network_identity=NetworkIdentity("medrek", "b" * 64))
+    with pytest.raises(MemoryFormatError, match="was built by retrieval network 'medrek' \\(checksum aaaa"):
+        other.load_memory(path, llm)
+    assert other.memory is None

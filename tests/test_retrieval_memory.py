@@ -7,17 +7,18 @@ import pytest
 import torch
 
 import retrieval.memory as memory_module
-from retrieval.memory import EditMemory, MemoryFormatError, ModelIdentity
+from retrieval.memory import EditMemory, MemoryFormatError, ModelIdentity, NetworkIdentity
 
 LLM = ModelIdentity("smollm2-135m@abc123", 576)
 ENCODER = ModelIdentity("default", 1536)
+NETWORK = NetworkIdentity("medrek", "c0ffee" * 10)
 KEY_WIDTH = 32
 VALUE_SHAPE = (3, 8)
 
 
 def filled_memory(count=200, value_dtype=torch.float32, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    memory = EditMemory(KEY_WIDTH, VALUE_SHAPE, llm=LLM, encoder=ENCODER, value_dtype=value_dtype)
+    memory = EditMemory(KEY_WIDTH, VALUE_SHAPE, llm=LLM, encoder=ENCODER, network=NETWORK, value_dtype=value_dtype)
     memory.add(
         torch.randn(count, KEY_WIDTH, generator=generator),
         torch.randn(count, *VALUE_SHAPE, generator=generator),
@@ -115,7 +116,7 @@ def test_save_load_round_trip_is_identical(tmp_path, value_dtype):
     memory.remove([5, 6, 60])
     path = tmp_path / "nested" / "memory.safetensors"
     memory.save(path)
-    reloaded = load(path, expect_encoder=ENCODER)
+    reloaded = load(path, expect_encoder=ENCODER, expect_network=NETWORK)
 
     assert reloaded.ids == memory.ids
     queries = torch.randn(25, KEY_WIDTH)
@@ -126,7 +127,7 @@ def test_save_load_round_trip_is_identical(tmp_path, value_dtype):
     assert torch.equal(values, memory.values_for(memory.ids))
     assert reloaded.metadata_for(memory.ids) == memory.metadata_for(memory.ids)
     assert reloaded.metadata_for([0]) == [{"prompt": "prompt 0", "target": "target 0", "tags": ["a", 0]}]
-    assert (reloaded.llm, reloaded.encoder, reloaded.value_shape) == (LLM, ENCODER, VALUE_SHAPE)
+    assert (reloaded.llm, reloaded.encoder, reloaded.network, reloaded.value_shape) == (LLM, ENCODER, NETWORK, VALUE_SHAPE)
     assert [name for name in os.listdir(path.parent)] == ["memory.safetensors"]  # no temp left
 
 
@@ -137,6 +138,8 @@ def test_save_load_round_trip_is_identical(tmp_path, value_dtype):
         ({"expect_llm": ModelIdentity(LLM.fingerprint, 4096)}, r"not for .*width 4096"),
         ({"expect_key_width": 64}, "keys of width 32, but keys of width 64"),
         ({"expect_encoder": ModelIdentity("roberta-base", 3072)}, "not with encoder"),
+        ({"expect_network": NetworkIdentity("recipe", NETWORK.checksum)}, "built by retrieval network 'medrek'"),
+        ({"expect_network": NetworkIdentity("medrek", "0" * 64)}, r"not by 'medrek' \(checksum 0000"),
     ],
 )
 def test_load_refuses_a_memory_built_for_something_else(tmp_path, overrides, message):

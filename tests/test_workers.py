@@ -16,6 +16,7 @@ from experiments.identity import IdentityEditor
 from experiments.records import Settings
 from experiments import workers
 from experiments.workers import Job, WorkerFailed, WorkerPlan, available_cores, run_in_workers, worker_count
+from lm.errors import UsageError
 
 QUIET = Console(quiet=True)
 SETTINGS = Settings(fluency_prompts=2, fluency_new_tokens=4, perplexity_tokens=32)
@@ -81,13 +82,14 @@ def test_run_jobs_uses_workers_and_prepares_the_shared_baseline_once(tiny_folder
     assert all(r.timings.baseline_seconds < 5 for r in records)
 
 
-def test_a_failing_job_is_reported_with_its_title(tiny_folder, tmp_cache):
+def test_a_usage_error_in_a_worker_reaches_the_parent_as_one(tiny_folder, tmp_cache):
+    """A user's mistake found in a worker stays a UsageError (exit 2), not a WorkerFailed bug."""
     edits = draw_edits("counterfact", 2, seed=0)
     jobs = [Job(IdentityEditor.name, edits, 2), Job("no_such_editor", edits, 2)]
     plan = WorkerPlan(2, str(tiny_folder), SETTINGS, threads=1)
-    with pytest.raises(WorkerFailed, match=r"Job 'no_such_editor, batch of 2, counterfact' failed in a worker: "
-                                           r"EditorUnavailable"):
+    with pytest.raises(UsageError, match="no_such_editor") as raised:
         run_in_workers(jobs, plan, events=Events())
+    assert not isinstance(raised.value, WorkerFailed)
 
 
 def test_worker_count_auto_and_explicit(monkeypatch):

@@ -7,7 +7,7 @@ both pair sets rewritten with App. C's two templates (relation phrases from
 `data.relation_names`). Every editor edits every batch in batch mode; AKD is read at the
 subject's last token, as the paper measures it. A retrieval editor has no MLP keys, so for it
 the share of edits whose knowledge-encoder keys nearly coincide (High-Sim. Samples, MedREK
-Fig. 2c) is reported instead, where the editor exposes its encoder.
+Fig. 2c) is reported instead (`editors.protocol.KnowledgeKeys`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import click
-import torch
 from rich.table import Table
 
 from covariance.distributed import current_rank
@@ -26,16 +25,15 @@ from data.batches import SubjectSetPair
 from data.benchmarks import load_benchmark
 from data.relation_names import RelationNames, counterfact_relation_names
 from data.relations import infer_relations
-from editors.hparams import load_hparams, parse_layers
+from editors.hparams import load_hparams
 from data.requests import EditRequest
-from editors.protocol import Editor
-from experiments.commands.common import field_map_option, max_target_tokens_option, usage_errors
+from editors.protocol import Editor, KnowledgeKeys
+from experiments.commands.common import field_map_option, max_target_tokens_option, parse_layer_option
 from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.stress import SPLIT_HELP, subject_pair
 from experiments.commands.sweep import Job, job_akd_entries, line_up, run_jobs
 from experiments.commands.sweep_options import SweepArguments, sweep_options
 from experiments.console import fail
-from experiments.discovery import RETRIEVAL_EDITORS
 from experiments.edit_sets import cut_long_targets, edit_set_of
 from experiments.records import RunRecord
 from experiments.report import correlation_entry
@@ -110,8 +108,7 @@ def experiment_batches(benchmark: str, split: str | None, size: int, seed: int,
 
 def last_edited_layer(editor: Editor, default: int) -> int:
     """Where the paper reads AKD: the editor's last edited layer (MEMIT's for editors without layers)."""
-    layers = getattr(getattr(editor, "hparams", None), "edited_layers", None)
-    return max(layers) if layers else default
+    return default if editor.hparams is None else max(editor.hparams.edited_layers)
 
 
 def akd_correlations(jobs: Sequence[Job], records: Sequence[RunRecord], akd: Sequence[dict],
@@ -121,7 +118,7 @@ def akd_correlations(jobs: Sequence[Job], records: Sequence[RunRecord], akd: Seq
     akd_at = {(entry["run_index"], entry["layer"]): entry["akd"] for entry in akd}
     scores: tuple[tuple[str, Callable], ...] = (
         ("Eff (token acc.)", lambda result: result.efficacy_accuracy),
-        ("Eff score P(new)>P(old)", lambda result: result.efficacy_score),
+        ("Eff score", lambda result: result.efficacy_score),
     )
     entries = []
     for editor, layer in layer_of.items():
@@ -135,29 +132,11 @@ def akd_correlations(jobs: Sequence[Job], records: Sequence[RunRecord], akd: Seq
 
 
 def high_similarity_entries(jobs: Sequence[Job], lineup: Mapping[str, Editor]) -> list[dict]:
-    """High-Sim. Samples share of each retrieval editor's run, from its knowledge-encoder keys."""
-    entries = []
-    for index, job in enumerate(jobs):
-        if job.editor not in RETRIEVAL_EDITORS:
-            continue
-        keys = knowledge_keys(lineup[job.editor])
-        share = None if keys is None else high_similarity_share(keys(job.edits.requests))
-        entries.append({"run_index": index, "editor": job.editor, "label": job.label, "high_sim_samples": share,
-                        "reason": "" if keys is not None else "the editor exposes no knowledge encoder and keys"})
-    return entries
-
-
-def knowledge_keys(editor: Editor) -> Callable[[Sequence[EditRequest]], torch.Tensor] | None:
-    """The memory keys a retrieval editor would store for requests, if it exposes how."""
-    network, encoder = getattr(editor, "network", None), getattr(editor, "encoder", None)
-    if not (hasattr(network, "keys") and hasattr(network, "key_text") and hasattr(encoder, "encode")):
-        return None
-
-    def keys(requests: Sequence[EditRequest]) -> torch.Tensor:
-        with torch.no_grad():
-            return network.keys(encoder.encode([network.key_text(request) for request in requests]))
-
-    return keys
+    """High-Sim. Samples share of each run of an editor that stores knowledge-encoder keys
+    (`KnowledgeKeys`: the retrieval editors), from the keys it would store for the run's edits."""
+    return [{"run_index": index, "editor": job.editor, "label": job.label,
+             "high_sim_samples": high_similarity_share(lineup[job.editor].knowledge_keys(job.edits.requests))}
+            for index, job in enumerate(jobs) if isinstance(lineup[job.editor], KnowledgeKeys)]
 
 
 @click.command("akd")
@@ -177,29 +156,30 @@ def akd_command(benchmark, split, fields, max_target_tokens, layer_text, batch_s
     edited in batch mode, and the Spearman correlation of AKD with efficacy."""
     if batch_size < 2:
         fail(f"--batch must be at least 2 edits, since AKD is a distance between pairs, not {batch_size}.")
-    layers = _layers(layer_text) if layer_text is not None else None
+    if len(sweep.seeds) > 1:
+        fail("akd correlates the batches of one draw; give one --seed instead of several --seeds.")
+    layers = parse_layer_option(layer_text) if layer_text is not None else None
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    with usage_errors():
-        batches = experiment_batches(benchmark, split, batch_size, sweep.seed, fields)
-        model, tok = load(sweep.model_name)
-        memit_layers = load_hparams("memit", model.config.model_type).layers
-        layers = tuple(check_layers(model, layers)) if layers is not None else memit_layers
-        label = batches[0].requests[0].metadata.get("benchmark", benchmark)
-        hparams = sweep.hparams(label)
-        lineup = line_up(names, model, out, hparams=hparams)
-        edit_sets = [cut_long_targets(edit_set_of(batch.requests, label, sweep.seed), tok, max_target_tokens)
-                     for batch in batches]
-        jobs = [Job(name, edits, batch_size, label=batch.label)
-                for name in lineup for batch, edits in zip(batches, edit_sets)]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
-                           plan=sweep.worker_plan(len(jobs), hparams=hparams))
-        if records is None:
-            return
-        layer_of = {name: last_edited_layer(editor, memit_layers[-1]) for name, editor in lineup.items()}
-        akd = job_akd_entries(jobs, model, tok, sorted({*layers, *layer_of.values()}))
-        high_similarity = high_similarity_entries(jobs, lineup)
+    batches = experiment_batches(benchmark, split, batch_size, sweep.seed, fields)
+    model, tok = load(sweep.model_name)
+    memit_layers = load_hparams("memit", model.config.model_type).layers
+    layers = tuple(check_layers(model, layers)) if layers is not None else memit_layers
+    label = batches[0].requests[0].metadata.get("benchmark", benchmark)
+    hparams = sweep.hparams(label)
+    lineup = line_up(names, model, out, hparams=hparams)
+    edit_sets = [cut_long_targets(edit_set_of(batch.requests, label, sweep.seed), tok, max_target_tokens)
+                 for batch in batches]
+    jobs = [Job(name, edits, batch_size, label=batch.label)
+            for name in lineup for batch, edits in zip(batches, edit_sets)]
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                       plan=sweep.worker_plan(len(jobs), hparams=hparams))
+    if records is None:
+        return
+    layer_of = {name: last_edited_layer(editor, memit_layers[-1]) for name, editor in lineup.items()}
+    akd = job_akd_entries(jobs, model, tok, sorted({*layers, *layer_of.values()}))
+    high_similarity = high_similarity_entries(jobs, lineup)
     correlations = akd_correlations(jobs, records, akd, layer_of)
     out.print(akd_table(batches, jobs, records, akd, layers))
     out.print(correlation_table(correlations))
@@ -241,16 +221,6 @@ def correlation_table(correlations: Sequence[dict]) -> Table:
         table.add_row(entry["x"], entry["y"], fixed(entry["rho"], 3), fixed(entry["p"], 4), str(entry["n"]),
                       entry["reason"] or "–")
     return table
-
-
-def _layers(text: str) -> tuple[int, ...]:
-    try:
-        layers = parse_layers(text)
-    except ValueError:
-        fail(f"--layers must look like 2-8 or 2,4,6, not {text!r}.")
-    if not layers or min(layers) < 0:
-        fail(f"--layers must name layers 0 or above, not {text!r}.")
-    return layers
 
 
 def _number(value: float | None) -> float:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from data.benchmarks import load_benchmark
 from experiments.answers import Answer, answer
-from experiments.commands.common import field_map_option, usage_errors
+from experiments.commands.common import field_map_option
 from experiments.console import console, fail
 from experiments.saved_edits import edit_in_memory, open_saved_edits
 from lm.loading import load
@@ -48,31 +48,30 @@ def ask_command(edits_dir, editor_name, requests_file, fields, model_name, promp
     if not prompts and as_json:
         fail("--json needs at least one --prompt (interactive questions are not printed as JSON).")
     out = console(as_json)
-    with usage_errors():
-        if edits_dir is not None:
-            with out.status("Loading the model and the saved edits"):
-                edited = open_saved_edits(edits_dir, model_name, editor_name)
-        else:
-            requests = load_benchmark(requests_file, fields=fields)
-            with out.status(f"Loading the model and applying {len(requests)} edit(s) with {editor_name}"):
-                model, tok = load(model_name or "default")
-                edited = edit_in_memory(model, tok, editor_name, requests)
+    if edits_dir is not None:
+        with out.status("Loading the model and the saved edits"):
+            edited = open_saved_edits(edits_dir, model_name, editor_name)
+    else:
+        requests = load_benchmark(requests_file, fields=fields)
+        with out.status(f"Loading the model and applying {len(requests)} edit(s) with {editor_name}"):
+            model, tok = load(model_name or "default")
+            edited = edit_in_memory(model, tok, editor_name, requests)
 
-        def ask(prompt: str) -> Answer:
-            return answer(edited, prompt, max_new_tokens, samples, temperature, seed, target)
+    def ask(prompt: str) -> Answer:
+        return answer(edited, prompt, max_new_tokens, samples, temperature, seed, target)
 
-        if prompts:
-            answers = [ask(prompt) for prompt in prompts]
-            if as_json:
-                click.echo(json.dumps([found.to_dict() for found in answers], indent=2, ensure_ascii=False))
-            for found in answers:
-                out.print(answer_table(found, edited.editor))
+    if prompts:
+        answers = [ask(prompt) for prompt in prompts]
+        if as_json:
+            click.echo(json.dumps([found.to_dict() for found in answers], indent=2, ensure_ascii=False))
+        for found in answers:
+            out.print(answer_table(found, edited.editor))
+        return
+    while True:
+        prompt = click.prompt("Question (empty to stop)", default="", show_default=False)
+        if not prompt.strip():
             return
-        while True:
-            prompt = click.prompt("Question (empty to stop)", default="", show_default=False)
-            if not prompt.strip():
-                return
-            out.print(answer_table(ask(prompt), edited.editor))
+        out.print(answer_table(ask(prompt), edited.editor))
 
 
 def answer_table(found: Answer, editor: str) -> Table:

@@ -13,7 +13,7 @@ import click
 
 from covariance.distributed import current_rank
 from data.benchmarks import BENCHMARKS
-from experiments.commands.common import field_map_option, max_target_tokens_option, usage_errors
+from experiments.commands.common import field_map_option, max_target_tokens_option
 from experiments.commands.sweep import batch_size_jobs, batch_sizes_of, line_up, run_jobs, sweep_edits
 from experiments.commands.sweep_options import SweepArguments, sweep_options
 from experiments.console import fail
@@ -50,29 +50,26 @@ def medical_command(benchmark_text, batch_text, edits, fields, max_target_tokens
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    with usage_errors():
-        # --fields reads the benchmark files given by path; the shipped ones have their own layout.
-        edit_sets = [sweep_edits(benchmark, sizes, edits, sweep.seed, None, "--batch",
-                                 None if benchmark in BENCHMARKS else fields) for benchmark in benchmarks]
-        requests = [sweep.hparams(edit_set.dataset.benchmark) for edit_set in edit_sets]
-        model, tok = load(sweep.model_name)
-        edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
-        # One line-up per benchmark: each benchmark's own hyper-parameter tables apply to it.
-        jobs, records = [], []
-        for edit_set, hparams in zip(edit_sets, requests):
-            lineup = line_up(names, model, out, hparams=hparams)
-            mine = batch_size_jobs(lineup, edit_set, sizes)
-            done = run_jobs(mine, lineup, model, tok, sweep.settings, rank, out,
-                            plan=sweep.worker_plan(len(mine), hparams=hparams))
-            jobs += mine
-            records = None if done is None else [*records, *done]
+    # --fields reads the benchmark files given by path; the shipped ones have their own layout.
+    edit_sets = [sweep_edits(benchmark, sizes, edits, seed, None, "--batch",
+                             None if benchmark in BENCHMARKS else fields)
+                 for seed in sweep.seeds for benchmark in benchmarks]
+    model, tok = load(sweep.model_name)
+    edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
+    # The first benchmark's tables: the shipped medical tables serve all three medical benchmarks.
+    hparams = sweep.hparams(edit_sets[0].dataset.benchmark)
+    lineup = line_up(names, model, out, hparams=hparams)
+    jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                       plan=sweep.worker_plan(len(jobs), hparams=hparams))
     if records is None:
         return
     for edit_set in edit_sets:
         where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or edit_set.dataset.file})"
         for size in sizes:
             mine = [record for job, record in zip(jobs, records) if job.edits is edit_set and job.batch_size == size]
-            out.print(comparison_table(mine, f"{where}: {len(edit_set.requests)} edits, batch {size}, seed {sweep.seed}"))
+            out.print(comparison_table(mine, f"{where}: {len(edit_set.requests)} edits, batch {size}, "
+                                             f"seed {edit_set.seed}"))
     sweep.publish("bench medical", dict(benchmark=benchmark_text, batch=list(sizes), edits=edits,
                                         fields=fields and fields.spec, max_target_tokens=max_target_tokens),
                   records, out)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import click
 from rich.console import Console
 
 from experiments.console import fail
 from experiments.records import RunRecord
-from experiments.report import Report, render_all, write_report
+from experiments.report import Report, publish_report
+from lm.files import cache_root, unwritable_reason
 
 DEFAULT_REPORTS_DIR = "reports"
 
@@ -29,9 +29,8 @@ def requested_editors(text: str) -> tuple[str, ...] | None:
     names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
     if not names:
         fail(f"Unknown editor {text!r}; choose from all or a comma-separated list of editors.")
-    with usage_errors():
-        for name in names:
-            check_lineup_name(name)
+    for name in names:
+        check_lineup_name(name)  # a UsageError: exit 2 with its sentence
     return names
 
 
@@ -58,9 +57,8 @@ def hparams_request(files: Sequence, benchmark: str | None, names: Sequence[str]
     from editors.hparams_files import HparamsRequest
     from experiments.discovery import EDITOR_NAMES
 
-    with usage_errors():
-        request = HparamsRequest(benchmark, tuple(files))
-        request.check_editors(EDITOR_NAMES if names is None else names)
+    request = HparamsRequest(benchmark, tuple(files))
+    request.check_editors(EDITOR_NAMES if names is None else names)
     return request
 
 
@@ -82,14 +80,33 @@ def workers_option(function):
              "and 6 GB of RAM each, 1 on a GPU). Each takes its share of the cores as torch threads.")(function)
 
 
+def writable_cache(_context, _parameter, value: str) -> str:
+    """Every command that loads a model also writes the cache (statistics, baselines, the
+    default model): refuse an unwritable cache root while parsing, not after the work."""
+    reason = unwritable_reason(cache_root())
+    if reason is not None:
+        fail(f"The cache folder {cache_root()} cannot be written ({reason}); point $EDITSCOPE_CACHE "
+             "at a writable folder.")
+    return value
+
+
 def model_option(function):
-    return click.option("--model", "model_name", default="default", show_default=True,
+    return click.option("--model", "model_name", default="default", show_default=True, callback=writable_cache,
                         help="'default' (embedded SmolLM2-135M), an HF model id, or a local folder.")(function)
 
 
 def seed_option(function):
     return click.option("--seed", type=int, default=0, show_default=True,
                         help="Seed of the edit draw (and of everything seeded downstream).")(function)
+
+
+def writable_folder(_context, parameter, value: str) -> str:
+    """Refuse a folder that cannot be written while parsing, before any costly step, so a
+    long run is never lost to it at the end (nothing is created by the check)."""
+    reason = unwritable_reason(value)
+    if reason is not None:
+        fail(f"{parameter.opts[0]} {value}: {reason}.")
+    return value
 
 
 def _parsed_field_map(_context, _parameter, value: str | None):
@@ -125,19 +142,30 @@ def max_target_tokens_option(function):
 
 def output_options(function):
     function = click.option("--reports-dir", type=click.Path(file_okay=False), default=DEFAULT_REPORTS_DIR,
-                            show_default=True, help="Where the run's report folder is written.")(function)
+                            show_default=True, callback=writable_folder,
+                            help="Where the run's report folder is written.")(function)
     function = click.option("--json", "as_json", is_flag=True,
                             help="Print the report's JSON on stdout (the report is still written).")(function)
     return click.option("--quiet", is_flag=True, help="No progress bars or tables.")(function)
 
 
-@contextlib.contextmanager
-def usage_errors() -> Iterator[None]:
-    """Turn the one-sentence errors of the library (ValueError / LookupError) into exit 2."""
+def parse_layer_option(text: str) -> tuple[int, ...]:
+    """--layers: an inclusive range "4-8", a list "2,4,6" or one index; exits 2 with a sentence
+    that says what is wrong (a reversed range, a negative index, no layer at all)."""
+    from editors.hparams import parse_layers  # the editors' parser; imported only when needed
+
+    start, dash, stop = text.strip("[]() ").partition("-")
+    if dash and start.strip().isdigit() and stop.strip().isdigit() and int(stop) < int(start):
+        fail(f"--layers {text!r} is a reversed range; write {int(stop)}-{int(start)}.")
     try:
-        yield
-    except (ValueError, LookupError) as error:
-        fail(str(error).strip() or type(error).__name__)
+        layers = parse_layers(text)
+    except ValueError:
+        fail(f"--layers must look like 4-8 or 2,4,6, not {text!r}.")
+    if not layers:
+        fail(f"--layers {text!r} names no layer.")
+    if min(layers) < 0:
+        fail(f"--layers must name layers 0 or above, not {text!r}.")
+    return layers
 
 
 def parse_csv_ints(text: str, option: str) -> tuple[int, ...]:
@@ -152,11 +180,11 @@ def parse_csv_ints(text: str, option: str) -> tuple[int, ...]:
 
 def publish(command: str, arguments: dict[str, Any], runs: Sequence[RunRecord], out: Console,
             reports_dir: str, as_json: bool, analyses: dict[str, Any] | None = None) -> Path:
-    """Write report.json, render the Markdown/CSV/HTML beside it, and say where."""
+    """Publish the report folder (report.json, Markdown, CSV, HTML) and say where; --json
+    prints the JSON first, so stdout holds it even if the folder cannot be written."""
     report = Report(command=command, arguments=arguments, runs=tuple(runs), analyses=analyses or {})
-    run_dir = write_report(report, Path(reports_dir))
-    render_all(run_dir)
     if as_json:
         click.echo(json.dumps(json.loads(report.to_json()), indent=2, sort_keys=True))
+    run_dir = publish_report(report, Path(reports_dir))
     out.print(f"Report: {run_dir}/report.md (also report.html, results.csv, report.json)")
     return run_dir

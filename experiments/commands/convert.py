@@ -8,8 +8,9 @@ import click
 
 from data.benchmarks import load_benchmark
 from data.canonical import write_edit_set
-from experiments.commands.common import field_map_option, usage_errors
+from experiments.commands.common import field_map_option
 from experiments.console import console, fail
+from lm.files import unwritable_reason
 
 
 @click.command("convert")
@@ -27,7 +28,9 @@ def convert_command(source, target, split, fields, force, quiet):
     path = Path(target)
     if path.exists() and not force:
         fail(f"{target} already exists; choose a new file or pass --force.")
-    with usage_errors():
-        requests = load_benchmark(source, split, fields)
-        write_edit_set(requests, path)
+    reason = unwritable_reason(path.absolute().parent)
+    if reason is not None:
+        fail(f"Cannot write {target}: {reason}.")
+    requests = load_benchmark(source, split, fields)
+    write_edit_set(requests, path)
     out.print(f"Wrote {len(requests)} canonical record(s) to {target}.")

@@ -11,30 +11,18 @@ from rich.table import Table
 
 from covariance.cache_hit import LocalModel, cached_second_moments, remember_identity
 from covariance.collect import CollectOptions
-from covariance.corpus import DEFAULT_CORPUS, CorpusError, load_corpus
+from covariance.corpus import DEFAULT_CORPUS, load_corpus
 from covariance.distributed import current_rank
-from covariance.stats import LayerRangeError, check_layers, second_moments
-from editors.hparams import parse_layers
+from covariance.stats import check_layers, second_moments
+from experiments.commands.common import model_option, parse_layer_option
 from experiments.console import console, fail, progress_bar
-from lm.embedded import ModelNotAvailable
 from lm.loading import load
 
 LOAD_DTYPE = torch.float32  # the statistics' model; the memoised identity is per load dtype
 
 
-def _layers(text: str) -> tuple[int, ...]:
-    try:
-        layers = parse_layers(text)
-    except ValueError:
-        fail(f"--layers must look like 4-8 or 2,4,6, not {text!r}.")
-    if not layers:
-        fail("--layers names no layer.")
-    return layers
-
-
 @click.command("covariance")
-@click.option("--model", "model_name", default="default", show_default=True,
-              help="'default' (embedded SmolLM2-135M), an HF model id, or a local folder.")
+@model_option
 @click.option("--layers", default="4-8", show_default=True, help="Layers, e.g. 4-8 or 2,4,6.")
 @click.option("--tokens", type=int, default=100_000, show_default=True, help="Token budget.")
 @click.option("--corpus", default=DEFAULT_CORPUS, show_default=True,
@@ -50,7 +38,7 @@ def covariance_command(model_name, layers, tokens, corpus, max_length, batch_siz
 
     Runs under `torchrun --nproc_per_node N cli.py covariance ...` too: each rank sums a shard.
     """
-    layer_list = _layers(layers)
+    layer_list = parse_layer_option(layers)
     if tokens <= 0:
         fail(f"--tokens must be positive, not {tokens}.")
     if max_length < 2 or batch_size < 1:
@@ -59,26 +47,23 @@ def covariance_command(model_name, layers, tokens, corpus, max_length, batch_siz
     out = console(quiet or as_json or not rank.is_main)
     options = CollectOptions(token_budget=tokens, max_length=max_length,
                              batch_size=batch_size, bf16=dtype == "bf16")
-    try:
-        text = load_corpus(corpus)
-        local = LocalModel.find(model_name)  # its files' snapshot must precede the load
+    text = load_corpus(corpus)
+    local = LocalModel.find(model_name)  # its files' snapshot must precede the load
+    started = time.perf_counter()
+    # A cache hit needs the cache keys, not the model. Under torchrun every rank takes the
+    # full path, so no rank can skip a collective that another rank enters.
+    stats = None
+    if local is not None and rank.world == 1:
+        stats = cached_second_moments(local, layer_list, text, options, LOAD_DTYPE)
+    if stats is None:
+        model, tok = load(model_name, dtype=LOAD_DTYPE)
+        check_layers(model, layer_list)
+        if local is not None and rank.is_main:
+            remember_identity(local, model, tok, LOAD_DTYPE)
         started = time.perf_counter()
-        # A cache hit needs the cache keys, not the model. Under torchrun every rank takes the
-        # full path, so no rank can skip a collective that another rank enters.
-        stats = None
-        if local is not None and rank.world == 1:
-            stats = cached_second_moments(local, layer_list, text, options, LOAD_DTYPE)
-        if stats is None:
-            model, tok = load(model_name, dtype=LOAD_DTYPE)
-            check_layers(model, layer_list)
-            if local is not None and rank.is_main:
-                remember_identity(local, model, tok, LOAD_DTYPE)
-            started = time.perf_counter()
-            with progress_bar(out, "key statistics", "tok") as update:
-                stats = second_moments(model, tok, layer_list, text, options, progress=update, rank=rank)
-        seconds = time.perf_counter() - started
-    except (ModelNotAvailable, CorpusError, LayerRangeError) as error:
-        fail(str(error))
+        with progress_bar(out, "key statistics", "tok") as update:
+            stats = second_moments(model, tok, layer_list, text, options, progress=update, rank=rank)
+    seconds = time.perf_counter() - started
     if not rank.is_main:
         return
     rows = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from experiments.console import fail
 from experiments.report import ReportError, render_all
 
 
@@ -14,7 +13,7 @@ def report_command(run_dir: str) -> None:
     """Regenerate report.md, results.csv and report.html from RUN_DIR/report.json."""
     try:
         written = render_all(run_dir)
-    except ReportError as error:
-        fail(str(error))
+    except OSError as error:  # a folder or disk that cannot take the rendered files
+        raise ReportError(f"Cannot write the rendered files into {run_dir}: {error.strerror or error}.") from None
     for path in written:
         click.echo(str(path))

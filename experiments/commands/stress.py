@@ -19,7 +19,7 @@ from data.benchmarks import load_benchmark
 from data.relations import RelationIndex, infer_relations
 from editors.hparams import load_hparams
 from data.requests import EditRequest
-from experiments.commands.common import field_map_option, max_target_tokens_option, usage_errors
+from experiments.commands.common import field_map_option, max_target_tokens_option
 from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.sweep import (
     Job, batch_size_jobs, batch_sizes_of, job_akd_entries, line_up, run_jobs, sweep_edits,
@@ -51,9 +51,11 @@ def stress_command() -> None:
                    "default: each editor's own setting (subject_last).")
 @click.option("--natural", type=click.IntRange(min=0), default=100, show_default=True,
               help="Records in the extra batch of CounterFact's natural same-subject groups (0: skip it).")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="CounterFact split the batches are drawn from (train when choosing settings).")
 @sweep_options()
-def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments):
-    """Efficacy on same- vs distinct-subject batches of CounterFact test records, per editor and
+def same_subject_command(batch_sizes, key_token, natural, split, sweep: SweepArguments):
+    """Efficacy on same- vs distinct-subject batches of CounterFact records, per editor and
     batch size, plus one batch of natural same-subject groups.
 
     Each same-subject batch is its distinct-subject twin with every subject renamed "John Smith";
@@ -64,40 +66,45 @@ def same_subject_command(batch_sizes, key_token, natural, sweep: SweepArguments)
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    with usage_errors():
-        edit_sets = subject_edit_sets(sizes, natural, sweep.seed)
-        model, tok = load(sweep.model_name)
-        akd_layer = load_hparams("memit", model.config.model_type).last_layer
-        overrides = {"key_token": key_token} if key_token else None
-        hparams = sweep.hparams("counterfact")
-        lineup = line_up(names, model, out, overrides, hparams)
-        jobs = [Job(name, edits, len(edits.requests), label=label)
-                for name in lineup for label, edits in edit_sets]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
-                           plan=sweep.worker_plan(len(jobs), overrides, hparams))
-        if records is None:
-            return
-        akd = job_akd_entries(jobs, model, tok, [akd_layer], key_token or "subject_last")
-    out.print(same_subject_table(jobs, records, f"Same- vs distinct-subject efficacy, CounterFact test, "
-                                                f"seed {sweep.seed}, key token {key_token or 'editor default'}"))
+    edit_sets = [pair for seed in sweep.seeds for pair in subject_edit_sets(sizes, natural, seed, split)]
+    model, tok = load(sweep.model_name)
+    akd_layer = load_hparams("memit", model.config.model_type).last_layer
+    overrides = {"key_token": key_token} if key_token else None
+    hparams = sweep.hparams("counterfact")
+    lineup = line_up(names, model, out, overrides, hparams)
+    jobs = [Job(name, edits, len(edits.requests), label=label)
+            for name in lineup for label, edits in edit_sets]
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                       plan=sweep.worker_plan(len(jobs), overrides, hparams))
+    if records is None:
+        return
+    akd = job_akd_entries(jobs, model, tok, [akd_layer], key_token or "subject_last")
+    for seed in sweep.seeds:
+        mine = [(job, record) for job, record in zip(jobs, records) if job.edits.seed == seed]
+        out.print(same_subject_table([job for job, _ in mine], [record for _, record in mine],
+                                     f"Same- vs distinct-subject efficacy, CounterFact {split}, seed {seed}, "
+                                     f"key token {key_token or 'editor default'}"))
     analyses = {"run_labels": [job.label for job in jobs], "akd": akd}
-    sweep.publish("stress same-subject", dict(batch_sizes=list(sizes), key_token=key_token, natural=natural),
+    sweep.publish("stress same-subject", dict(batch_sizes=list(sizes), key_token=key_token, natural=natural,
+                                              split=split),
                   records, out, analyses)
 
 
-def subject_edit_sets(sizes: Sequence[int], natural: int, seed: int) -> list[tuple[str, EditSet]]:
+def subject_edit_sets(sizes: Sequence[int], natural: int, seed: int,
+                      split: str = "test") -> list[tuple[str, EditSet]]:
     """(label, edits) in run order: for each size the distinct- then the same-subject batch,
-    then the natural-groups batch. The sizes are prefixes of one pair built at the largest
-    size, so a larger batch holds the smaller ones' facts."""
-    train, test = load_benchmark("counterfact", "train"), load_benchmark("counterfact", "test")
-    # Relations inferred from test alone stay split (data.relations); train + test joins them.
-    pair = subject_pair(test, infer_relations(train + test), max(sizes), seed, "--batch-sizes")
+    then the natural-groups batch, all from CounterFact's `split`. The sizes are prefixes of
+    one pair built at the largest size, so a larger batch holds the smaller ones' facts."""
+    splits = {name: load_benchmark("counterfact", name) for name in ("train", "test")}
+    pool = splits[split]
+    # Relations inferred from one split alone stay split (data.relations); train + test joins them.
+    pair = subject_pair(pool, infer_relations(splits["train"] + splits["test"]), max(sizes), seed, "--batch-sizes")
     edit_sets = []
     for size in sizes:
         edit_sets.append((DISTINCT_SUBJECT, edit_set_of(pair.distinct_subject[:size], "counterfact", seed)))
         edit_sets.append((SAME_SUBJECT, edit_set_of(pair.same_subject[:size], "counterfact", seed)))
     if natural:
-        edit_sets.append((NATURAL_GROUPS, edit_set_of(natural_group_batch(test, natural, seed), "counterfact", seed)))
+        edit_sets.append((NATURAL_GROUPS, edit_set_of(natural_group_batch(pool, natural, seed), "counterfact", seed)))
     return edit_sets
 
 
@@ -115,7 +122,7 @@ def subject_pair(pool: Sequence[EditRequest], relations: RelationIndex, size: in
 
 
 def same_subject_table(jobs: Sequence[Job], records: Sequence[RunRecord], title: str) -> Table:
-    """Editor × batch size: efficacy (token acc. and P(new)>P(old)) with the same and with
+    """Editor × batch size: efficacy (token acc. and MEMIT's per-token score) with the same and with
     distinct subjects; the natural-groups batch in the same-subject columns."""
     found = {(job.editor, job.label, job.batch_size): record for job, record in zip(jobs, records)}
     table = Table(title=title)
@@ -151,21 +158,23 @@ def batch_sweep_command(benchmark, split, fields, max_target_tokens, batch_sizes
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    with usage_errors():
-        edit_set = sweep_edits(benchmark, sizes, edits, sweep.seed, split, "--batch-sizes", fields)
-        hparams = sweep.hparams(edit_set.dataset.benchmark)
-        model, tok = load(sweep.model_name)
-        edit_set = cut_long_targets(edit_set, tok, max_target_tokens)
-        lineup = line_up(names, model, out, hparams=hparams)
-        jobs = batch_size_jobs(lineup, edit_set, sizes)
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
-                           plan=sweep.worker_plan(len(jobs), hparams=hparams))
+    edit_sets = [sweep_edits(benchmark, sizes, edits, seed, split, "--batch-sizes", fields)
+                 for seed in sweep.seeds]
+    model, tok = load(sweep.model_name)
+    edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
+    hparams = sweep.hparams(edit_sets[0].dataset.benchmark)  # one benchmark, every seed
+    lineup = line_up(names, model, out, hparams=hparams)
+    jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                       plan=sweep.worker_plan(len(jobs), hparams=hparams))
     if records is None:
         return
-    where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or 'file'})"
-    for size in sizes:
-        out.print(comparison_table([r for r in records if r.batch_size == size],
-                                   f"{len(edit_set.requests)} edits from {where}, batch {size}, seed {sweep.seed}"))
+    for edit_set in edit_sets:
+        where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or 'file'})"
+        for size in sizes:
+            out.print(comparison_table([r for r in records if r.batch_size == size and r.seed == edit_set.seed],
+                                       f"{len(edit_set.requests)} edits from {where}, batch {size}, "
+                                       f"seed {edit_set.seed}"))
     sweep.publish("stress batch-sweep", dict(benchmark=benchmark, split=split, batch_sizes=list(sizes), edits=edits,
                                              fields=fields and fields.spec, max_target_tokens=max_target_tokens),
                   records, out)
@@ -189,20 +198,20 @@ def sequential_command(steps, batch_size, benchmark, split, fields, max_target_t
     names = sweep.editor_names()
     rank = current_rank()
     out = sweep.console(rank)
-    with usage_errors():
-        edit_set = draw_edits(benchmark, steps * batch_size, sweep.seed, split, fields)
-        hparams = sweep.hparams(edit_set.dataset.benchmark)
-        model, tok = load(sweep.model_name)
-        edit_set = cut_long_targets(edit_set, tok, max_target_tokens)
-        lineup = line_up(names, model, out, hparams=hparams)
-        jobs = [Job(name, edit_set, batch_size, mode="sequential") for name in lineup]
-        records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
-                           plan=sweep.worker_plan(len(jobs), hparams=hparams))
+    edit_sets = [draw_edits(benchmark, steps * batch_size, seed, split, fields,
+                            asked_by=f"--steps {steps} × --batch {batch_size}") for seed in sweep.seeds]
+    model, tok = load(sweep.model_name)
+    edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
+    hparams = sweep.hparams(edit_sets[0].dataset.benchmark)  # one benchmark, every seed
+    lineup = line_up(names, model, out, hparams=hparams)
+    jobs = [Job(name, edit_set, batch_size, mode="sequential") for edit_set in edit_sets for name in lineup]
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                       plan=sweep.worker_plan(len(jobs), hparams=hparams))
     if records is None:
         return
     for record in records:
         out.print(sequential_table(record, f"{record.editor}: {steps} sequential batches of {batch_size} "
-                                           f"from {edit_set.dataset.benchmark}, seed {sweep.seed}"))
+                                           f"from {record.dataset.benchmark}, seed {record.seed}"))
     sweep.publish("stress sequential", dict(steps=steps, batch=batch_size, benchmark=benchmark, split=split,
                                             fields=fields and fields.spec, max_target_tokens=max_target_tokens),
                   records, out)

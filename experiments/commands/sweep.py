@@ -19,8 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from covariance.distributed import Rank
-from data.batches import BatchError
-from editors.akd import batch_akd
+from editors.akd import batch_keys
 from editors.hparams_files import HparamsRequest
 from editors.protocol import Editor
 from experiments.commands.common import parse_csv_ints
@@ -32,6 +31,8 @@ from experiments.identity import IdentityEditor
 from experiments.records import RunRecord, Settings
 from experiments.report import akd_entries
 from experiments.workers import Job, WorkerPlan, run_in_workers
+from lm.errors import UsageError
+from metrics.keys import average_key_distance_per_layer
 
 
 class SweepFailed(RuntimeError):
@@ -76,11 +77,9 @@ def sweep_edits(benchmark: str, sizes: Sequence[int], edits: int | None, seed: i
     given); raises one-sentence ValueErrors."""
     count = max(sizes) if edits is None else edits
     if max(sizes) > count:
-        raise ValueError(f"{option} {max(sizes)} is larger than the {count} edits drawn (--edits).")
-    try:
-        return draw_edits(benchmark, count, seed, split, fields)
-    except BatchError as error:
-        raise BatchError(f"{benchmark}: {error}") from None
+        raise UsageError(f"{option} {max(sizes)} is larger than the {count} edits drawn (--edits).")
+    asked = f"{option} {count}" if edits is None else f"--edits {count}"
+    return draw_edits(benchmark, count, seed, split, fields, asked_by=f"{benchmark}, {asked}")
 
 
 def batch_size_jobs(lineup: Mapping[str, Editor], edits: EditSet, sizes: Sequence[int]) -> list[Job]:
@@ -100,6 +99,12 @@ def run_jobs(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok:
         prepare_shared_work(jobs, lineup, model, tok, settings, out)
         with job_board(out, [job.title for job in jobs]) as events:
             return run_in_workers(jobs, plan, events)
+    if rank.world > 1:
+        # Every rank, in the same order, before the ranks part: missing covariance statistics
+        # are collected as shards and all-reduced over all ranks, which a job running on one
+        # rank alone would wait for for ever.
+        with out.status("Preparing the editors' statistics (all ranks, once, cached)"):
+            prepare_editors(jobs, lineup, model, tok)
 
     def run(index: int) -> RunRecord:
         job = jobs[index]
@@ -114,13 +119,16 @@ def prepare_shared_work(jobs: Sequence[Job], lineup: Mapping[str, Editor], model
                         settings: Settings, out: Console) -> None:
     """What every job would otherwise compute on its own, done once and cached: the unedited
     baselines of each edit set, and whatever an editor prepares for a model (`prepare(model,
-    tok)`, optional: e.g. covariance statistics and context prefixes)."""
+    tok)`: e.g. covariance statistics and context prefixes)."""
     with out.status("Preparing the unedited baselines and the editors' statistics (once, cached)"):
         prepare_baseline(model, tok, list({id(job.edits): job.edits for job in jobs}.values()), settings)
-        for name in dict.fromkeys(job.editor for job in jobs):
-            prepare = getattr(lineup[name], "prepare", None)
-            if prepare is not None:
-                prepare(model, tok)
+        prepare_editors(jobs, lineup, model, tok)
+
+
+def prepare_editors(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok: Any) -> None:
+    """`prepare(model, tok)` of every editor the jobs use, in line-up order."""
+    for name in dict.fromkeys(job.editor for job in jobs):
+        lineup[name].prepare(model, tok)
 
 
 def job_akd_entries(jobs: Sequence[Job], model: Any, tok: Any, layers: Sequence[int],
@@ -131,7 +139,8 @@ def job_akd_entries(jobs: Sequence[Job], model: Any, tok: Any, layers: Sequence[
     entries = []
     for index, job in enumerate(jobs):
         if id(job.edits) not in per_edit_set:
-            per_edit_set[id(job.edits)] = batch_akd(model, tok, job.edits.requests, layers, key_token)
+            keys = batch_keys(model, tok, job.edits.requests, layers, key_token)
+            per_edit_set[id(job.edits)] = average_key_distance_per_layer(keys)
         entries += akd_entries(index, 1, per_edit_set[id(job.edits)])
     return entries
 

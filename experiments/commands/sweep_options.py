@@ -31,11 +31,17 @@ class SweepArguments:
     perplexity_tokens: int
     model_name: str
     seed: int
+    seeds_text: str | None
     workers: str
     quiet: bool
     as_json: bool
     reports_dir: str
     hparams_files: tuple  # checked editors.hparams_files.HparamsFile, one per editor
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """--seeds (each draws its own batch of edits), else the one --seed."""
+        return parse_seeds(self.seeds_text) if self.seeds_text else (self.seed,)
 
     @property
     def settings(self) -> Settings:
@@ -48,7 +54,7 @@ class SweepArguments:
 
     def hparams(self, benchmark: str | None) -> HparamsRequest:
         """The weight editors' hyper-parameter choice: `benchmark`'s tables and the --hparams
-        files (exits 2 when a file is for an editor not in --editors)."""
+        files (a UsageError when a file is for an editor not in --editors)."""
         return hparams_request(self.hparams_files, benchmark, self.editor_names())
 
     def worker_plan(self, jobs: int, key_value_overrides: Mapping[str, Any] | None = None,
@@ -64,6 +70,7 @@ class SweepArguments:
                 analyses: dict[str, Any] | None = None) -> None:
         """`common.publish` with the report's arguments: the command's own, then these."""
         arguments = {**own_arguments, "editors": self.editor_list, "model": self.model_name, "seed": self.seed,
+                     **({"seeds": list(self.seeds)} if self.seeds_text else {}),
                      "fluency_prompts": self.fluency_prompts, "fluency_tokens": self.fluency_tokens,
                      "perplexity_tokens": self.perplexity_tokens,
                      "hparams": [str(file.path) for file in self.hparams_files]}
@@ -83,12 +90,41 @@ def sweep_options(default_editors: str = "all"):
 
         # Innermost first, as if stacked above the function: --help lists editors, scoring, model,
         # seed, then output options, after the command's own.
-        for option in (output_options, workers_option, seed_option, model_option, hparams_option, scoring_options,
-                       editors_option(default_editors)):
+        for option in (output_options, workers_option, seeds_option, seed_option, model_option, hparams_option,
+                       scoring_options, editors_option(default_editors)):
             gathered = option(gathered)
         return gathered
 
     return decorate
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """"0,1,2" -> (0, 1, 2); ValueError naming the problem for anything else."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        seeds = tuple(int(part) for part in parts)
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated whole numbers such as 0,1,2, not {text!r}.") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds needs one or more distinct seeds, not {text!r}.")
+    return seeds
+
+
+def _checked_seeds(_context, _parameter, value: str | None) -> str | None:
+    """Refuse a bad --seeds while parsing, before any model is loaded."""
+    if value is not None:
+        try:
+            parse_seeds(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+    return value
+
+
+def seeds_option(function):
+    return click.option(
+        "--seeds", "seeds_text", default=None, callback=_checked_seeds,
+        help="Comma-separated seeds, e.g. 0,1,2: one batch of edits drawn per seed, every editor run "
+             "on each, and the report gives the mean and spread across seeds (overrides --seed).")(function)
 
 
 def editors_option(default: str = "all"):
@@ -100,11 +136,11 @@ def editors_option(default: str = "all"):
 def scoring_options(function):
     """--fluency-prompts, --fluency-tokens, --perplexity-tokens (as `compare` has them)."""
     function = click.option("--perplexity-tokens", type=click.IntRange(min=0), default=Settings.perplexity_tokens,
-                            show_default=True, help="Held-out WikiText-2 tokens for perplexity (0: off).")(function)
+                            show_default=True, help="Held-out WikiText-2 target tokens for perplexity, each piece after its 16 preceding words (0: off).")(function)
     function = click.option("--fluency-tokens", type=click.IntRange(min=1), default=Settings.fluency_new_tokens,
-                            show_default=True, help="New tokens per fluency continuation.")(function)
+                            show_default=True, help="New tokens per fluency continuation (sampled top-5, exactly this many).")(function)
     return click.option("--fluency-prompts", type=click.IntRange(min=0), default=Settings.fluency_prompts,
-                        show_default=True, help="Edit prompts continued for fluency per step (0: off).")(function)
+                        show_default=True, help="Edit prompts continued for fluency: the run's first N (0: off).")(function)
 
 
 def worker_plan(requested: str, jobs: int, model_name: str, settings: Settings,

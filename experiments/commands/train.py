@@ -1,29 +1,224 @@
-"""`editscope train recipe|medrek`: train (or resume) a retrieval editor's network.
+"""`editscope train recipe|medrek|medrek_copy`: train (or resume) a retrieval editor's network and
+export the checkpoint.
 
-The training options live on the training script's command (`experiments.scripts.retrieval_train`);
-this command forwards to it so there is one definition of them: `editscope train medrek --help`.
+    python cli.py train medrek --steps 3000
+    python cli.py train medrek --steps 3000 --export retrieval/checkpoints/medrek
+
+Training data: CounterFact, MedCF++ and MedVersa *train* splits, 150 records of each held out
+for validation (retrieval/training_data.py). Run the same command again (with the same or a
+larger --steps) to continue from the last saved state in the run folder. Validation scores the
+held-out edits through the comparison harness (`experiments.harness.run_batch`), so its numbers
+are those `compare` would print. `--export` writes the best-on-validation network (bf16), the
+loss curve and the validation history into a checkpoint folder.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Sequence
+
 import click
 
-from experiments.scripts.retrieval_train import main as training_command
+from data.requests import EditRequest
+from experiments.console import console, fail, progress_bar
+from experiments.edit_sets import edit_set_of
+from experiments.harness import run_batch
+from experiments.records import Settings
+from lm.files import cache_root
+from lm.loading import load, model_fingerprint
+from retrieval.checkpoint import NETWORK_FILE, CheckpointError, load_network, read_checked, save_network
+from retrieval.editor import RetrievalEditor
+from retrieval.encoder import KnowledgeEncoder
+from retrieval.features import FeatureTable
+from retrieval.medrek import new_medrek, new_medrek_copy
+from retrieval.memory import ModelIdentity
+from retrieval.recipe import new_recipe
+from retrieval.training import BEST_FILE, STATE_FILE, STATE_FORMAT, Trainer, TrainingConfig, loss_curve
+from retrieval.training_data import load_training_data
 
-EDITORS = ("recipe", "medrek")
+BUILDERS = {"recipe": new_recipe, "medrek": new_medrek, "medrek_copy": new_medrek_copy}
+# Validation measures the edit scores only: fluency and perplexity would double its time.
+VALIDATION_SETTINGS = Settings(fluency_prompts=0, perplexity_tokens=0)
 
 
-@click.command("train", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                          "help_option_names": []})
-@click.argument("editor", required=False)
-@click.pass_context
-def train_command(ctx: click.Context, editor: str | None) -> None:
-    """Train RECIPE or MEDREK; `editscope train medrek --help` lists the training options."""
-    # Every option is forwarded, so `--help` before an editor name arrives here as the argument.
-    if editor in (None, "--help", "-h"):
-        click.echo(ctx.get_help())
-        ctx.exit(0)
-    if editor not in EDITORS:
-        raise click.UsageError(f"Unknown editor {editor!r} to train; choose {' or '.join(EDITORS)}.")
-    training_command.main(args=["--editor", editor, *ctx.args], prog_name="editscope train",
-                          standalone_mode=True)
+def harness_evaluation(llm, tok):
+    """The `Evaluate` of retrieval.training: one batch run of the comparison harness."""
+
+    def evaluate(editor: RetrievalEditor, benchmark: str, requests: Sequence[EditRequest]) -> dict:
+        edits = edit_set_of(requests, f"{benchmark} validation")
+        result = run_batch(editor, llm, tok, edits, settings=VALIDATION_SETTINGS).aggregate
+        retrieval = result.health.retrieval
+        return {
+            "edits": result.requests,
+            "efficacy": result.efficacy_accuracy,
+            "generality": result.generality_accuracy,
+            "locality": dict(result.locality),
+            "locality_mean": result.locality_mean,
+            "retrieval": {"correct": retrieval.correct, "wrong": retrieval.wrong, "none": retrieval.none,
+                          "unwanted": retrieval.unwanted},
+        }
+
+    return evaluate
+
+
+@click.command("train")
+@click.argument("editor", type=click.Choice(sorted(BUILDERS)))
+@click.option("--steps", type=int, required=True, help="Total steps of the training (not of this run).")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of the resumable state [default: $EDITSCOPE_CACHE/retrieval-runs/<name>].")
+@click.option("--name", default=None, help="Name of the run (and the network) [default: the editor].")
+@click.option("--model", default="default", show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Retriever learning rate.")
+@click.option("--prompt-lr", type=float, default=1e-4, show_default=True, help="Prompt-path learning rate.")
+@click.option("--edit-batch", type=int, default=8, show_default=True)
+@click.option("--retrieval-batch", type=int, default=64, show_default=True)
+@click.option("--edit-every", type=int, default=1, show_default=True,
+              help="Edit losses (through the LLM) on every k-th step only.")
+@click.option("--locality-weight", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--validate-every", type=int, default=250, show_default=True)
+@click.option("--validation-size", type=int, default=100, show_default=True,
+              help="Held-out edits per benchmark scored at each validation.")
+@click.option("--width", type=int, default=None, help="Representation width r.")
+@click.option("--prompt-length", type=int, default=None, help="Continuous prompt tokens T.")
+@click.option("--prompt-encoder", type=click.Choice(["mlp", "attention"]), default=None)
+@click.option("--separate-query-mlp", is_flag=True, help="Ablation: no shared query-key MLP.")
+@click.option("--init-from", type=click.Path(path_type=Path, exists=True), default=None,
+              help="Start from this checkpoint's weights where names and shapes match.")
+@click.option("--init-part", type=click.Choice(["all", "prompts", "retriever"]), default="all",
+              show_default=True, help="Which part --init-from copies.")
+@click.option("--only", type=click.Choice(["prompts", "retriever"]), default=None,
+              help="Train only the prompt path or only the retriever.")
+@click.option("--limit", type=int, default=None, help="Records per benchmark (smoke runs).")
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
+              help="After training, write the best network and its training log here.")
+@click.option("--earlier-stage", "earlier", type=click.Path(path_type=Path, exists=True), multiple=True,
+              help="Run folder of an earlier stage whose log --export includes.")
+def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, edit_every,
+         locality_weight, seed,
+         validate_every, validation_size, width, prompt_length, prompt_encoder, separate_query_mlp,
+         init_from, init_part, only, limit, export_dir, earlier):
+    """Train (or resume) the network of RECIPE, MEDREK or MEDREK_COPY; `--export` ships it."""
+    out = console()
+    name = name or editor
+    run_dir = run_dir or cache_root() / "retrieval-runs" / name
+    try:
+        llm, tok = load(model)
+        encoder = KnowledgeEncoder.load("default", device=llm.device)
+        overrides = {key: value for key, value in {
+            "name": name, "width": width, "prompt_length": prompt_length, "prompt_encoder": prompt_encoder,
+        }.items() if value is not None}
+        if separate_query_mlp:
+            overrides["shared_query_key"] = False
+        network = BUILDERS[editor](encoder, llm, **overrides)
+        if init_from is not None and not (run_dir / STATE_FILE).is_file():
+            copied = _warm_start(network, init_from, init_part)
+            out.print(f"Warm start from {init_from}: {len(copied)} tensors copied.")
+        config = TrainingConfig(
+            steps=steps, learning_rate=lr, prompt_learning_rate=prompt_lr, edit_batch_size=edit_batch,
+            retrieval_batch_size=retrieval_batch, edit_every=edit_every,
+            seed=seed, locality_weight=locality_weight, validate_every=validate_every,
+            train_prompts=only != "retriever", train_retriever=only != "prompts",
+        )
+        data = load_training_data(seed=seed, limit=limit)
+        with progress_bar(out, "Encoding training texts", "texts") as update:
+            features = FeatureTable.build(encoder, data.texts(statements_only=only == "prompts"),
+                                          cache_root() / "retrieval-features", update)
+        identity = ModelIdentity(model_fingerprint(llm), llm.get_input_embeddings().embedding_dim)
+        trainer = Trainer(network, encoder, llm, tok, data.train, data.validation_batches(validation_size),
+                          features, config, run_dir, identity, harness_evaluation(llm, tok))
+    except (CheckpointError, ValueError, OSError) as error:
+        fail(str(error))
+    if trainer.step:
+        out.print(f"Resuming {run_dir} at step {trainer.step} of {steps}.")
+    with progress_bar(out, f"Training {name}", "steps") as update:
+        def report(event):
+            update(event.step, event.steps)
+            if event.step % 25 == 0:
+                losses = " ".join(f"{key} {value:.3f}" for key, value in event.losses.items())
+                out.print(f"step {event.step}: {losses}")
+            if event.validation is not None:
+                out.print(_validation_line(event.validation))
+        best = trainer.run(report)
+    out.print(f"Done: {trainer.step} steps in {trainer.seconds / 60:.1f} min; best {best}.")
+    if export_dir is not None:
+        export(run_dir, export_dir, earlier)
+        out.print(f"Exported the best network to {export_dir}.")
+
+
+def _validation_line(validation: dict) -> str:
+    parts = [f"validation at step {validation['step']}: score {validation['score']:.3f}"]
+    for bench, result in validation.items():
+        if isinstance(result, dict) and "retrieval" in result:
+            rates = result["retrieval"]
+            scores = (f" eff {result['efficacy']:.2f} gen {result['generality']:.2f} "
+                      f"loc {result['locality_mean']:.2f}" if "efficacy" in result else "")
+            parts.append(f"{bench}:{scores} correct {rates['correct']:.2f} unwanted {rates['unwanted']:.2f}")
+    return " | ".join(parts)
+
+
+def _warm_start(network, checkpoint: Path, part: str) -> list[str]:
+    """Copy the tensors of `checkpoint` whose name and shape match into `network`: all of them,
+    or only those of the prompt path or of the retriever (see RetrievalNetwork.parameter_groups)."""
+    source = load_network(checkpoint, expect_llm=None).network.state_dict()
+    target = network.state_dict()
+    prompt_ids = {id(p) for p in network.parameter_groups()[1]}
+    in_prompt_path = {name: id(p) in prompt_ids for name, p in network.named_parameters()}
+    wanted = {"all": lambda name: True, "prompts": lambda name: in_prompt_path.get(name, False),
+              "retriever": lambda name: not in_prompt_path.get(name, True)}[part]
+    copied = [key for key, value in source.items()
+              if key in target and target[key].shape == value.shape and wanted(key)]
+    network.load_state_dict({**target, **{key: source[key] for key in copied}})
+    return copied
+
+
+def export(run_dir: Path, target: Path, earlier: tuple[Path, ...] = ()) -> None:
+    """Best network of `run_dir` in bf16, the training log of every stage (`earlier` run folders
+    first: loss curve, validation history, time) and a plot of it."""
+    import torch
+
+    checkpoint = load_network(run_dir / BEST_FILE, expect_llm=None)
+    save_network(target / NETWORK_FILE, checkpoint.network, llm=checkpoint.llm,
+                 encoder=checkpoint.encoder, storage_dtype=torch.bfloat16)
+    stages = []
+    for folder in (*earlier, run_dir):
+        header, _ = read_checked(folder / STATE_FILE, STATE_FORMAT, "Training state")
+        stages.append({
+            "run": folder.name,
+            "steps": header["step"],
+            "training_seconds": header["seconds"],
+            "training": header["training"],
+            "best": header["best"],
+            "loss_curve_every_50_steps": loss_curve(header["history"], every=50),
+            "validation": header["history"]["validation"],
+        })
+    log = {"network": checkpoint.network.config.to_json(), "stages": stages}
+    (target / "training-log.json").write_text(json.dumps(log, indent=1) + "\n")
+    _plot(stages, target / "loss.png")
+
+
+def _plot(stages: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(stages), 2, figsize=(9, 3.2 * len(stages)), squeeze=False)
+    for (losses, scores), stage in zip(axes, stages):
+        curve = stage["loss_curve_every_50_steps"]
+        steps = [row["step"] for row in curve]
+        for key in ("reliability", "generality", "locality_kl", "neighbour_nce", "sentinel_nce"):
+            if key in curve[0]:
+                losses.plot(steps, [row.get(key) for row in curve], label=key)
+        losses.set_yscale("log")
+        losses.set_xlabel("step")
+        losses.set_title(f"{stage['run']}: losses (mean per 50 steps)", fontsize=9)
+        losses.legend(fontsize=7)
+        validation = stage["validation"]
+        scores.plot([v["step"] for v in validation], [v["score"] for v in validation], marker="o")
+        scores.set_xlabel("step")
+        scores.set_title(f"{stage['run']}: validation score", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from data.benchmarks import BENCHMARKS
-from experiments.commands.common import model_option, seed_option, usage_errors
+from experiments.commands.common import model_option, seed_option
 from experiments.console import console, fail
 
 DEFAULT_RECORDS = 20
@@ -47,7 +47,7 @@ DEFAULT_RECORDS = 20
 def tune_command(editor_name, benchmark, split, records, objective, out_path, start_file, model_name, seed, quiet):
     """Tune a weight editor's hyper-parameters on a benchmark's train records and write them to a
     file that compare, stress, bench and edit take with --hparams FILE."""
-    from editors.hparams import TunedOn
+    from editors.hparams import HparamsError, TunedOn
     from editors.hparams_files import hparams_file_text, locate_hparams_file, read_hparams_file, split_setting
     from editors.registry import EDITORS, choose_editor_hparams
     from experiments.edit_sets import draw_edits
@@ -70,18 +70,17 @@ def tune_command(editor_name, benchmark, split, records, objective, out_path, st
     out_path = out_path or Path("tuned") / f"{editor}-{Path(benchmark).stem if not shipped else benchmark}.toml"
     trials_path = out_path.with_name(out_path.name + ".trials.json")
     out = console(quiet)
-    with usage_errors():
-        start_values = read_hparams_file(locate_hparams_file(start_file)) if start_file else None
-        if start_values is not None and start_values.editor != editor:
-            raise ValueError(f"{start_values.path} holds hyper-parameters for {start_values.editor}, not {editor}.")
-        edits = draw_edits(benchmark, records, seed, split if shipped else None)
-        model, tok = load(model_name)
-        start = choose_editor_hparams(editor, model, benchmark=edits.dataset.benchmark, hparams_file=start_values)
-        axes = start.hparams.tuning_axes(adapter_for(model).num_layers(model))
-        fingerprint = model_fingerprint(model)
-        setup = TuningSetup(editor, fingerprint, edits.dataset.benchmark, edits.dataset.split, records, seed,
-                            edits.record_indices, start.hparams.to_dict())
-        log = TrialLog(trials_path, setup)
+    start_values = read_hparams_file(locate_hparams_file(start_file)) if start_file else None
+    if start_values is not None and start_values.editor != editor:
+        raise HparamsError(f"{start_values.path} holds hyper-parameters for {start_values.editor}, not {editor}.")
+    edits = draw_edits(benchmark, records, seed, split if shipped else None)
+    model, tok = load(model_name)
+    start = choose_editor_hparams(editor, model, benchmark=edits.dataset.benchmark, hparams_file=start_values)
+    axes = start.hparams.tuning_axes(adapter_for(model).num_layers(model))
+    fingerprint = model_fingerprint(model)
+    setup = TuningSetup(editor, fingerprint, edits.dataset.benchmark, edits.dataset.split, records, seed,
+                        edits.record_indices, start.hparams.to_dict())
+    log = TrialLog(trials_path, setup)
     out.print(escape(f"Tuning {editor} on {records} {edits.dataset.benchmark} {edits.dataset.split or 'file'} records "
               f"(seed {seed}), objective: {OBJECTIVES[objective][0]}; starting from {', '.join(start.sources)}."))
 
@@ -98,17 +97,15 @@ def tune_command(editor_name, benchmark, split, records, objective, out_path, st
         def on_stage(stage, done, total) -> None:
             bar.update(stage_task, completed=done, total=total, state=stage)
 
-        with usage_errors():
-            best, trials = coordinate_search(
-                axes, lambda settings: _run_trial(editor, model, tok, edits, settings, start_values, on_stage), log,
-                objective, on_trial)
+        best, trials = coordinate_search(
+            axes, lambda settings: _run_trial(editor, model, tok, edits, settings, start_values, on_stage), log,
+            objective, on_trial)
         bar.update(trials_task, completed=bar.tasks[trials_task].total, state="done")
 
     if not math.isfinite(best.score(objective)):
         fail(f"No trial of {editor} succeeded on these records (see {trials_path}); nothing was written.")
-    with usage_errors():
-        final = choose_editor_hparams(editor, model, best.settings, benchmark=edits.dataset.benchmark,
-                                      hparams_file=start_values)
+    final = choose_editor_hparams(editor, model, best.settings, benchmark=edits.dataset.benchmark,
+                                  hparams_file=start_values)
     tuned_on = TunedOn(
         model=_model_name(model_name, model), benchmark=edits.dataset.benchmark, fingerprint=fingerprint,
         details={"split": edits.dataset.split or "file", "records": records, "seed": seed, "objective": objective,

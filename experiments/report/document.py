@@ -21,10 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from experiments.records import RunRecord
+from experiments.records import RecordTypeError, RunRecord
 from experiments.report.analyses import check_analyses
 from experiments.report.errors import ReportError
-from lm.files import atomic_path
 
 REPORT_FORMAT = 1
 REPORT_FILE = "report.json"
@@ -98,16 +97,9 @@ class Report:
             raise ReportError(f"{source}: {error}") from None
 
 
-def write_report(report: Report, reports_root: str | Path) -> Path:
-    """Write `report.json` into a new folder `<reports_root>/<created>-<command>/` and return
-    the folder. The JSON is serialised before anything is created, and written atomically, so
-    a failure leaves no half-written report."""
-    text = report.to_json() + "\n"
-    name = f"{_folder_stamp(report.created)}-{_slug(report.command)}"
-    run_dir = _new_directory(Path(reports_root), name)
-    with atomic_path(run_dir / REPORT_FILE) as tmp:
-        tmp.write_text(text)
-    return run_dir
+def folder_name(report: Report) -> str:
+    """`<created>-<command>`, e.g. `20260301-120000-compare`: the report folder's name."""
+    return f"{_folder_stamp(report.created)}-{_slug(report.command)}"
 
 
 def read_report(run_dir: str | Path) -> Report:
@@ -130,7 +122,9 @@ def _run(item: Any, number: int, source: str) -> RunRecord:
         return RunRecord.from_dict(item)
     except KeyError as error:
         raise ReportError(f"{source}: run {number} lacks the field {error.args[0]!r}.") from None
-    except (TypeError, ValueError, AttributeError) as error:
+    except RecordTypeError as error:
+        raise ReportError(f"{source}: in run {number}, {error}.") from None
+    except ValueError as error:  # a value of the right type that a record refuses (Settings)
         raise ReportError(f"{source}: run {number} is malformed ({error}).") from None
 
 
@@ -159,17 +153,3 @@ def _folder_stamp(created: str) -> str:
 
 def _slug(command: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", command.lower()).strip("-") or "report"
-
-
-def _new_directory(root: Path, name: str) -> Path:
-    """A folder that did not exist before: `name`, else `name-2`, `name-3`, ... (two runs of
-    one command can finish within the same second)."""
-    root.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 1000):
-        candidate = root / (name if attempt == 1 else f"{name}-{attempt}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise ReportError(f"Could not find a free folder name for {name} in {root}.")

@@ -2,7 +2,10 @@
 decimals, empty cells for missing values, one row per run (per step for sequential runs).
 
 Columns are the same for every report except the locality groups present (`loc_td` ... or
-`loc_default`), so files from several reports can be stacked. `edit_seconds` is what the edit
+`loc_default`), so files from several reports can be stacked. Every headline figure is
+followed by the bounds of its 95% bootstrap interval (`<column>_low`, `<column>_high`, empty
+when the record has none). `eff_score` / `gen_score` are MEMIT's per-token score, `loc_ns`
+its neighbourhood score, `ppl_change` the relative perplexity change (after / before - 1). `edit_seconds` is what the edit
 cost: measured wall time plus `edit_reused_seconds`, the original cost of value vectors reused
 from the cache (subtract it for the time measured in this run).
 """
@@ -21,10 +24,15 @@ from experiments.report.rows import locality_groups, result_rows
 
 def results_csv(report: Report) -> str:
     groups = locality_groups(report.runs)
+    # (column, aggregate interval name) of every figure with an interval, in column order.
+    figures = [("eff_token_acc", "efficacy_accuracy"), ("eff_score", "efficacy_score"),
+               ("gen_token_acc", "generality_accuracy"), ("gen_score", "generality_score"),
+               *((f"loc_{group}", f"locality.{group}") for group in groups),
+               ("loc_mean", "locality_mean"), ("loc_ns", "locality_score"), ("fluency", "fluency"),
+               ("avg", "average"), ("ppl_change", "perplexity_change")]
     header = [
-        "run", "editor", "label", "benchmark", "mode", "batch_size", "step", "edits",
-        "eff_token_acc", "eff_score_p_new_gt_p_old", "gen_token_acc", "gen_score_p_new_gt_p_old",
-        *(f"loc_{group}" for group in groups), "loc_mean", "fluency", "avg",
+        "run", "editor", "label", "benchmark", "mode", "batch_size", "step", "seed", "edits",
+        *(name for column, _ in figures for name in (column, f"{column}_low", f"{column}_high")),
         "ppl_before", "ppl_after", "edit_seconds", "edit_reused_seconds", "scoring_seconds",
         "ceiling_efficacy",
         *(f"retrieval_{outcome}" for outcome in RETRIEVAL_OUTCOMES),
@@ -35,14 +43,19 @@ def results_csv(report: Report) -> str:
     for row in result_rows(report.runs, run_labels(report.analyses, report.runs)):
         result = row.aggregate
         retrieval = row.retrieval
+        values = [result.efficacy_accuracy, result.efficacy_score, result.generality_accuracy,
+                  result.generality_score, *(result.locality.get(group) for group in groups),
+                  result.locality_mean, result.locality_score, result.health.fluency,
+                  result.average, row.perplexity_change]
+        with_bounds = []
+        for value, (_, name) in zip(values, figures):
+            low, high = row.intervals.get(name, (None, None))
+            with_bounds += [value, low, high]
         writer.writerow([
             row.run_number, row.editor, row.label or "", row.benchmark, row.mode, row.batch_size,
-            "" if row.step is None else row.step, row.requests,
+            "" if row.step is None else row.step, row.run.seed, row.requests,
             *(csv_number(value) for value in (
-                result.efficacy_accuracy, result.efficacy_score,
-                result.generality_accuracy, result.generality_score,
-                *(result.locality.get(group) for group in groups),
-                result.locality_mean, result.health.fluency, result.average,
+                *with_bounds,
                 row.perplexity_before, result.health.perplexity_after,
                 row.edit_seconds, row.reused_seconds, row.scoring_seconds, row.ceiling_efficacy,
                 *(None if retrieval is None else getattr(retrieval, outcome)

@@ -39,6 +39,25 @@ class ResultRow:
     def retrieval(self) -> RetrievalSummary | None:
         return self.aggregate.health.retrieval
 
+    @property
+    def intervals(self) -> Mapping[str, tuple[float, float]]:
+        """95% bootstrap intervals by figure name (empty for records without them)."""
+        return self.aggregate.intervals
+
+    @property
+    def perplexity_change(self) -> float | None:
+        """Relative perplexity change, after / before - 1 (None when not measured)."""
+        before, after = self.perplexity_before, self.aggregate.health.perplexity_after
+        if before is None or after is None or before <= 0:
+            return None
+        return after / before - 1
+
+    @property
+    def setting(self) -> tuple:
+        """What makes two rows comparable: model, benchmark, mode, batch size, label, seed."""
+        return (self.run.model.fingerprint, self.benchmark, self.mode, self.batch_size, self.label,
+                self.run.seed)
+
 
 def run_name(run: RunRecord, label: str | None) -> str:
     size = "one edit at a time" if run.mode == "single" else f"{run.mode} of {run.batch_size}"

@@ -1,0 +1,250 @@
+"""Memory: how much a run may hold, what a model's shape costs, and recovering from running out.
+
+A `MemoryBudget` is the number of bytes one process may hold on its compute device at its
+peak, weights included: resident memory (RSS) on a CPU, memory allocated by torch on a GPU.
+It is `--max-memory` / `EDITSCOPE_MAX_MEMORY` when given, else what the process holds now
+plus a share of what the device has free. The memory-heavy steps size their batches from it
+(the value optimisation in chunks of requests, `editors.memory_plan`), and `run_in_chunks`
+halves a chunk and retries it when the device runs out anyway.
+
+`ModelShape` is what those estimates read from a model: read from a loaded model, or from a
+config alone (the model is built on PyTorch's "meta" device, which allocates nothing), so a
+plan for a 7B model can be made on a laptop.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+import torch
+
+from lm.errors import UsageError
+
+MAX_MEMORY_ENV = "EDITSCOPE_MAX_MEMORY"
+# Of the memory free when a run starts, the share a run plans to use by default: the rest is
+# headroom for what no estimate counts (allocator caches, fragmentation, other processes).
+DEFAULT_FREE_SHARE = 0.8
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in "24GB", "24 GiB", "512MB", "1.5e9": decimal units (GB = 10⁹) unless written
+    binary (GiB = 2³⁰). Raises ValueError with one sentence."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", str(text).lower())
+    if not match or match.group(2) not in _UNITS:
+        raise UsageError(f"Cannot read the memory size {text!r}; write it like 24GB, 512MB or 80GiB.")
+    size = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if size <= 0:
+        raise UsageError(f"The memory size {text!r} must be positive.")
+    return size
+
+
+def format_size(size: float) -> str:
+    """Decimal gigabytes (or megabytes below one GB), as `parse_size` reads them back."""
+    return f"{size / 1e9:.2f} GB" if abs(size) >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc; 0 where it cannot be read)."""
+    return _status_field("VmRSS")
+
+
+def _status_field(name: str) -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{name}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def device_free_bytes(device: torch.device) -> int:
+    """What the device has free now: CUDA's free memory, or the OS's available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def device_used_bytes(device: torch.device) -> int:
+    """What this process holds on the device now: torch's allocation on a GPU, RSS on a CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    return resident_bytes()
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """Bytes this process may hold on its device at its peak, weights included."""
+
+    total: int
+    explicit: bool = False  # given by the user (--max-memory) rather than taken from free memory
+
+    @classmethod
+    def resolve(cls, device: torch.device, max_memory: int | str | None = None) -> "MemoryBudget":
+        """`max_memory` if given, else `EDITSCOPE_MAX_MEMORY`, else what the process holds now
+        plus `DEFAULT_FREE_SHARE` of the device's free memory."""
+        given = max_memory if max_memory is not None else os.environ.get(MAX_MEMORY_ENV) or None
+        if given is not None:
+            return cls(parse_size(given) if isinstance(given, str) else int(given), explicit=True)
+        return cls(device_used_bytes(device) + int(DEFAULT_FREE_SHARE * device_free_bytes(device)))
+
+    def room(self, device: torch.device) -> int:
+        """What is left for working memory on top of what the process holds now."""
+        return self.total - device_used_bytes(device)
+
+    def check(self, device: torch.device, what: str) -> None:
+        """Raise `MemoryBudgetExceeded` when the process holds more than the budget now."""
+        used = device_used_bytes(device)
+        if used > self.total:
+            raise MemoryBudgetExceeded(
+                f"{what} holds {format_size(used)}, over the memory budget of {format_size(self.total)} (out of memory)."
+            )
+
+
+class MemoryBudgetExceeded(RuntimeError):
+    """A step measured itself over its budget: treated like the device running out."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """The device (or the budget) ran out: CUDA's error, the CPU allocator's, or ours."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryBudgetExceeded)):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def release_memory(device: torch.device) -> None:
+    """Give freed blocks back before a retry (collect cycles, empty CUDA's cache)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def chunk_for(room: int, item_bytes: Sequence[int]) -> int:
+    """The most items per chunk that fit `room` bytes, assuming each costs as much as the
+    costliest (at least 1: a single item runs whatever the room; `run_in_chunks` catches it)."""
+    if not item_bytes:
+        return 1
+    return max(1, min(len(item_bytes), int(room // max(1, max(item_bytes)))))
+
+
+Result = TypeVar("Result")
+
+
+def run_in_chunks(
+    count: int,
+    chunk: int,
+    run: Callable[[list[int]], Result],
+    device: torch.device,
+    on_shrink: Callable[[int, BaseException], None] | None = None,
+) -> list[tuple[list[int], Result]]:
+    """`run(indices)` over 0…count-1 in consecutive chunks of at most `chunk` indices.
+
+    When a chunk runs out of memory (`is_out_of_memory`), the chunk size is halved and the same
+    indices are tried again (`on_shrink(new_size, error)` is told); a single index that still
+    runs out re-raises. Returns each chunk's indices with its result, in order.
+    """
+    done: list[tuple[list[int], Result]] = []
+    start, size = 0, max(1, min(chunk, count))
+    while start < count:
+        indices = list(range(start, min(start + size, count)))
+        try:
+            result = run(indices)
+        except Exception as error:  # noqa: BLE001 - only out-of-memory is retried, the rest re-raised
+            if not is_out_of_memory(error) or size == 1:
+                raise
+            release_memory(device)
+            size = max(1, size // 2)
+            if on_shrink is not None:
+                on_shrink(size, error)
+            continue
+        done.append((indices, result))
+        start += len(indices)
+    return done
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The dimensions memory estimates need, read from the modules themselves."""
+
+    layers: int
+    width: int  # d, the residual stream
+    ffn_width: int  # d_ff
+    ffn_activations: int  # d_ff-wide projections of the MLP input: 2 when gated (gate, up), else 1
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    parameter_bytes: int
+    dtype_bytes: int  # of the weights
+
+    @classmethod
+    def from_model(cls, model) -> "ModelShape":
+        from lm.adapters import adapter_for  # lm.adapters imports nothing of this module
+
+        adapter = adapter_for(model)
+        config = model.config.get_text_config()
+        width, ffn_width = adapter.widths(model)
+        mlp = model.get_submodule(adapter.mlp_name(0))
+        activations = sum(
+            1 for m in mlp.modules()
+            if isinstance(m, torch.nn.Linear) and m.out_features == ffn_width and m.in_features == width
+        ) or 1  # GPT-2's Conv1D is not an nn.Linear: one projection up
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or width // heads
+        weight = next(model.parameters())
+        return cls(
+            layers=adapter.num_layers(model),
+            width=width,
+            ffn_width=ffn_width,
+            ffn_activations=activations,
+            heads=heads,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            vocab=model.get_output_embeddings().weight.shape[0],
+            parameter_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+            dtype_bytes=weight.element_size(),
+        )
+
+    @classmethod
+    def from_config(cls, config, dtype: torch.dtype = torch.float32) -> "ModelShape":
+        """The shape of the model `config` describes, weights in `dtype`, without any weights:
+        the model is built on the meta device (no memory), so a 70B config costs nothing."""
+        from transformers import AutoModelForCausalLM
+
+        from lm.loading import quiet_transformers
+
+        with torch.device("meta"), quiet_transformers():
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        return cls.from_model(model)
+
+    def weights_in(self, dtype_bytes: int) -> int:
+        """The weights' bytes in another precision."""
+        return self.parameter_bytes // self.dtype_bytes * dtype_bytes
+
+
+def dtype_bytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def sequence_counts(sizes: Sequence[int]) -> str:
+    """"3 × 10, 1 × 4" for chunk sizes [10, 10, 10, 4]: how a run was split, for messages."""
+    counts: dict[int, int] = {}
+    for size in sizes:
+        counts[size] = counts.get(size, 0) + 1
+    return ", ".join(f"{n} × {size}" for size, n in counts.items())
