@@ -54,18 +54,16 @@ def build_lineup_editor(name: str, model: Any, key_value_overrides: Mapping[str,
     with a shipped named setting. `key_value_overrides` (e.g. key_token) go into the
     hyper-parameters of the key–value editors only; `hparams` chooses the weight editors'
     benchmark table and files. Raises `EditorUnavailable` when the editor cannot be built, and
-    `HparamsError` (a usage error) for hyper-parameters that do not fit it."""
+    hyper-parameters that do not fit the model make it unavailable too."""
     if name == IdentityEditor.name:
         return IdentityEditor()
     if split_setting(name)[0] not in weight_editors.EDITORS:
         return build_editor(name, model)
     overrides, choice = _weight_editor_choice(name, key_value_overrides, hparams)
     try:
-        return weight_editors.make_editor(name, model, overrides, **choice)
-    except HparamsError:
-        raise
+        return make_named_editor(name, model, overrides, **choice)
     except (UsageError, ImportError, OSError) as error:  # as build_editor
-        raise EditorUnavailable(f"Editor {name!r} cannot be built: {error}") from error
+        raise EditorUnavailable(f"Editor {name!r} cannot be built: {_reason(error)}") from error
 
 
 def check_lineup_name(name: str) -> None:
@@ -88,7 +86,10 @@ def defaults_note(names: Sequence[str], model: Any, key_value_overrides: Mapping
     for name in names:
         if split_setting(name)[0] in weight_editors.EDITORS:
             overrides, choice = _weight_editor_choice(name, key_value_overrides, hparams)
-            chosen[name] = weight_editors.choose_editor_hparams(name, model, overrides, **choice)
+            try:
+                chosen[name] = weight_editors.choose_editor_hparams(name, model, overrides, **choice)
+            except UsageError:
+                continue  # not buildable for this model: its own refusal says so, not this note
     return weight_editors.tuned_elsewhere_note(chosen, model_fingerprint(model)) if chosen else None
 
 
@@ -102,15 +103,16 @@ def _weight_editor_choice(name: str, key_value_overrides: Mapping[str, Any] | No
     return overrides, {"benchmark": hparams.benchmark, "hparams_file": None if setting else hparams.file_for(editor)}
 
 
-def make_named_editor(name: str, model: Any) -> Editor:
-    """The editor `name` with its default settings for `model`, from the registry that owns it."""
+def make_named_editor(name: str, model: Any, overrides: Mapping[str, Any] | None = None, **choice: Any) -> Editor:
+    """The editor `name` for `model`, from the registry that owns it: its default settings, or
+    for a weight editor `overrides` and `choice` (`benchmark`, `hparams_file`) on top."""
     if name in RETRIEVAL_EDITORS:
         # Imported on demand: it loads faiss and the knowledge encoder, which the weight
         # editors never need, and an import failure then only makes these unavailable.
         from retrieval import registry as retrieval_editors
 
         return retrieval_editors.make_editor(name, model)
-    return weight_editors.make_editor(name, model)
+    return weight_editors.make_editor(name, model, overrides, **choice)
 
 
 def _reason(error: BaseException) -> str:
