@@ -24,6 +24,7 @@ COMMANDS = {
     "report": "experiments.commands.report:report_command",
     "stress": "experiments.commands.stress:stress_command",
     "train": "experiments.commands.train:train_command",
+    "tune": "experiments.commands.tune:tune_command",
 }
 
 

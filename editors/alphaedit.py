@@ -1,9 +1,13 @@
 """AlphaEdit (Fang et al., "AlphaEdit: Null-Space Constrained Knowledge Editing for Language
-Models", ICLR 2025, method section): MEMIT's keys and values, null-space update.
+Models", ICLR 2025, method section): MEMIT's keys, its own value optimisation settings, and a
+null-space-projected update.
 
 The update of each layer is confined to the (approximate) null space of the preserved keys'
-covariance, P = U Uᵀ over eigenvectors with eigenvalue < τ, so the outputs of those keys do not
-move. Keys of batches this editor has already applied to the model (Σ K Kᵀ per layer) enter the
+covariance C: P = U Uᵀ over the smallest-eigenvalue directions of C that hold at most a set
+share of trace(C) (default 1%; the reference's absolute eigenvalue threshold τ = 2e-2 is the
+other rule, but it keeps half of the keys' energy on a small model), so the outputs of those
+keys barely move. Each layer's kept dimension and energy share go into the edit's info.
+Keys of batches this editor has already applied to the model (Σ K Kᵀ per layer) enter the
 solve, so later batches do not overwrite earlier ones. That memory lives on the editor instance
 (never in a global), belongs to one model object, and is rolled back when a batch is undone.
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from editors.applied import WeightEdit
-from editors.covariances import null_space
+from editors.covariances import null_space, preserved_energy_share
 from editors.kv_editor import KeyValueEditor
 from editors.solve import alphaedit_delta
 from editors.spread import SpreadResult
@@ -42,7 +46,7 @@ class AlphaEditEditor(KeyValueEditor):
     def projector(self, layer: int, moment) -> torch.Tensor:
         cached = self._projectors.get(layer)
         if cached is None or cached[0] is not moment:
-            cached = (moment, null_space(moment, self.hparams.nullspace_threshold))
+            cached = (moment, null_space(moment, self.hparams.nullspace_rule, self.hparams.nullspace_value))
             self._projectors[layer] = cached
         return cached[1]
 
@@ -64,7 +68,11 @@ class AlphaEditEditor(KeyValueEditor):
 
     def describe(self, batch, groups, values, spread) -> dict:
         info = super().describe(batch, groups, values, spread)
-        info["null_space_dims"] = {
-            layer: round(float(P.trace())) for layer, (_, P) in self._projectors.items()  # trace = rank
+        # Per edited layer: the kept dimension (trace of a projector = its rank) and the share
+        # of the preserved keys' energy inside it, trace(P C) / trace(C).
+        info["null_space"] = {
+            layer: {"dims": round(float(P.trace())), "of": P.shape[0],
+                    "energy_share": preserved_energy_share(P, moment)}
+            for layer, (moment, P) in sorted(self._projectors.items()) if layer in self.hparams.layers
         }
         return info

@@ -20,8 +20,9 @@ from safetensors.torch import load_file, save_file
 from covariance.collect import CollectOptions
 from covariance.corpus import DEFAULT_CORPUS
 from covariance.stats import SecondMoment, second_moments
+from editors.hparams import NullSpaceRule
 from editors.protocol import EditError
-from editors.solve import null_space_projector
+from editors.solve import energy_null_space_projector, null_space_projector
 from lm.cache_entries import sealed_file, set_aside, verified
 from lm.errors import UsageError
 from lm.progress import Progress
@@ -82,9 +83,12 @@ def fetch_moments(source: CovarianceSource, model, tok, layers: Sequence[int]) -
     return {layer: found[layer] for layer in layers}
 
 
-def null_space(moment: SecondMoment, threshold: float) -> torch.Tensor:
-    """AlphaEdit's projector for one layer, cached beside the covariance file it comes from."""
-    path = _projector_path(moment, threshold)
+def null_space(moment: SecondMoment, rule: NullSpaceRule, value: float) -> torch.Tensor:
+    """AlphaEdit's projector for one layer, cached beside the covariance file it comes from.
+
+    `rule` "energy": the smallest-eigenvalue directions holding at most `value` of trace(C)
+    (scale-free); "threshold": the eigenvalues below `value` (the reference's absolute rule)."""
+    path = _projector_path(moment, rule, value)
     if path is not None and verified(path):
         try:
             projector = load_file(str(path))["projector"]
@@ -94,15 +98,23 @@ def null_space(moment: SecondMoment, threshold: float) -> torch.Tensor:
             set_aside(path, f"it holds a {tuple(projector.shape)} {projector.dtype} projector")
         except (SafetensorError, OSError, KeyError) as error:
             set_aside(path, f"unreadable ({error})")
-    projector = null_space_projector(moment.matrix(), threshold)
+    build = energy_null_space_projector if rule == "energy" else null_space_projector
+    projector = build(moment.matrix(), value)
     if path is not None:
         with sealed_file(path) as tmp:
-            metadata = {"threshold": repr(threshold), "covariance": moment.path.name, "tokens": str(moment.tokens)}
+            metadata = {"rule": rule, "value": repr(value), "covariance": moment.path.name,
+                        "tokens": str(moment.tokens)}
             save_file({"projector": projector.contiguous()}, str(tmp), metadata=metadata)
     return projector
 
 
-def _projector_path(moment: SecondMoment, threshold: float) -> Path | None:
+def preserved_energy_share(projector: torch.Tensor, moment: SecondMoment) -> float:
+    """trace(P C) / trace(C): the share of the preserved keys' energy inside the kept subspace."""
+    C = moment.matrix().to(torch.float64)
+    return float((projector * C).sum() / C.trace())  # trace(P C) = Σ P∘C for symmetric P, C
+
+
+def _projector_path(moment: SecondMoment, rule: NullSpaceRule, value: float) -> Path | None:
     if moment.path is None:
         return None
-    return moment.path.with_name(f"{moment.path.stem}.nullspace-{threshold!r}.safetensors")
+    return moment.path.with_name(f"{moment.path.stem}.nullspace-{rule}-{value!r}.safetensors")

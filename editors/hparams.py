@@ -38,6 +38,7 @@ MODEL_TYPE_FAMILY: Mapping[str, str] = types.MappingProxyType(
 KeyToken = Literal["subject_last", "prompt_last"]
 Grouping = Literal["subject", "key_distance"]
 ComputeDtype = Literal["float32", "bfloat16"]
+NullSpaceRule = Literal["energy", "threshold"]
 # (field name, predicate the value must satisfy, the rule in words for the error message)
 Constraint = tuple[str, Callable[[Any], bool], str]
 
@@ -79,6 +80,11 @@ class Hparams:
         """Every layer whose weights the editor rewrites."""
         raise NotImplementedError
 
+    def tuning_axes(self, num_layers: int) -> tuple["TuningAxis", ...]:
+        """The few settings `editscope tune` searches, each with candidates around the current
+        value (relative, so they suit any model's scale), cheapest to change first."""
+        return ()
+
     def check_fits(self, num_layers: int) -> None:
         """Refuse layers the model does not have (the files cannot know the model's depth)."""
         too_deep = [layer for layer in self.edited_layers if layer >= num_layers]
@@ -87,6 +93,32 @@ class Hparams:
                 f"Layer {too_deep[0]} is out of range for a model with {num_layers} layers; "
                 "override the layers for this model."
             )
+
+
+@dataclass(frozen=True)
+class TuningAxis:
+    """One searched setting: the field and the values tried (the current value among them)."""
+
+    field: str
+    values: tuple[Any, ...]
+
+
+def _scaled(value: float, factors: Sequence[float]) -> tuple[float, ...]:
+    return tuple(dict.fromkeys(float(f"{value * factor:.4g}") for factor in factors))
+
+
+def _layer_windows(layers: tuple[int, ...], num_layers: int) -> tuple[tuple[int, ...], ...]:
+    """The window itself, shifted one layer down and up (l* moves: new value vectors), one
+    layer narrower and one wider at the bottom (l* stays: the value vectors are reused)."""
+    first, last = layers[0], layers[-1]
+    windows = (layers, tuple(range(first - 1, last)), tuple(range(first + 1, last + 2)),
+               tuple(range(first + 1, last + 1)), tuple(range(first - 1, last + 1)))
+    return tuple(dict.fromkeys(w for w in windows if w and w[0] >= 0 and w[-1] < num_layers))
+
+
+def _value_axes(hparams: "ValueOptimisationHparams") -> tuple[TuningAxis, ...]:
+    return (TuningAxis("v_lr", _scaled(hparams.v_lr, (1, 0.5, 2))),
+            TuningAxis("v_num_grad_steps", (hparams.v_num_grad_steps, 2 * hparams.v_num_grad_steps)))
 
 
 def _positive(value: float) -> bool:
@@ -159,6 +191,11 @@ class MemitHparams(ValueOptimisationHparams):
     mom2_update_weight: float
     spread_rule: SpreadRule = "linear"
 
+    def tuning_axes(self, num_layers: int) -> tuple[TuningAxis, ...]:
+        # λ and the lower layers only change the closed-form solve (cheap: values are reused).
+        return (TuningAxis("mom2_update_weight", _scaled(self.mom2_update_weight, (1, 1 / 3, 3))),
+                TuningAxis("layers", _layer_windows(self.layers, num_layers)), *_value_axes(self))
+
     def _constraints(self) -> list[Constraint]:
         return super()._constraints() + [("mom2_update_weight", _non_negative, "non-negative")]
 
@@ -169,19 +206,23 @@ class PmetHparams(MemitHparams):
 
     `attn_decay_weight` / `mlp_decay_weight` scale each vector's weight-decay term (each decays
     relative to its own initial norm); `argmax_nll_weight` is the NLL weight of a request whose
-    target is already the argmax (reference: 0.1).
+    target is already the argmax (reference: 0.1). A request's optimisation stops once its
+    target is the argmax at every target token and its KL term is at most `argmax_stop_kl`
+    (reference: 0.01), besides the loss-based stop every editor has.
     """
 
     spread_rule: SpreadRule = "sqrt"
     attn_decay_weight: float = 1.0
     mlp_decay_weight: float = 1.0
     argmax_nll_weight: float = 0.1
+    argmax_stop_kl: float = 0.01
 
     def _constraints(self) -> list[Constraint]:
         return super()._constraints() + [
             ("attn_decay_weight", _non_negative, "non-negative"),
             ("mlp_decay_weight", _non_negative, "non-negative"),
             ("argmax_nll_weight", lambda w: 0 <= w <= 1, "between 0 and 1"),
+            ("argmax_stop_kl", _non_negative, "non-negative"),
         ]
 
 
@@ -212,13 +253,36 @@ class MergeHparams(MemitHparams):
 
 @dataclass(frozen=True, kw_only=True)
 class AlphaEditHparams(ValueOptimisationHparams):
-    """AlphaEdit: MEMIT's keys and values, update projected onto the covariance's null space."""
+    """AlphaEdit: MEMIT's keys, its own value settings, the update projected onto the
+    covariance's (approximate) null space.
 
+    `nullspace_rule` "energy" keeps the largest set of smallest-eigenvalue directions of C
+    holding at most `nullspace_energy` of trace(C), the preserved keys' energy (scale-free);
+    "threshold" keeps the eigenvalues below `nullspace_threshold` (the reference's absolute
+    rule, set for Llama-3-8B). `alpha` regularises the projected solve.
+    """
+
+    nullspace_rule: NullSpaceRule = "energy"
+    nullspace_energy: float = 0.01
     nullspace_threshold: float = 2e-2
     alpha: float = 10.0
 
+    def tuning_axes(self, num_layers: int) -> tuple[TuningAxis, ...]:
+        # The share and α only change the projected solve (cheap: the values are reused); α, like
+        # the reference's τ, was set for Llama-3-8B's key scale, so it is searched too.
+        shares = (self.nullspace_energy, 0.001, 0.003, 0.03, 0.1)
+        return (TuningAxis("nullspace_energy", tuple(dict.fromkeys(shares))),
+                TuningAxis("alpha", _scaled(self.alpha, (1, 0.1, 0.01))),
+                TuningAxis("layers", _layer_windows(self.layers, num_layers)), *_value_axes(self))
+
+    @property
+    def nullspace_value(self) -> float:
+        """The parameter of the chosen rule."""
+        return self.nullspace_energy if self.nullspace_rule == "energy" else self.nullspace_threshold
+
     def _constraints(self) -> list[Constraint]:
         return super()._constraints() + [
+            ("nullspace_energy", lambda share: 0 < share <= 1, "in (0, 1]"),
             ("nullspace_threshold", _positive, "positive"),
             ("alpha", _positive, "positive"),
         ]
@@ -237,6 +301,12 @@ class FtHparams(Hparams):
     @property
     def edited_layers(self) -> tuple[int, ...]:
         return (self.layer,)
+
+    def tuning_axes(self, num_layers: int) -> tuple[TuningAxis, ...]:
+        layers = tuple(layer for layer in (self.layer, self.layer - 1, self.layer + 1) if 0 <= layer < num_layers)
+        return (TuningAxis("norm_constraint", _scaled(self.norm_constraint, (1, 0.5, 2))),
+                TuningAxis("lr", _scaled(self.lr, (1, 1 / 3, 3))), TuningAxis("layer", layers),
+                TuningAxis("steps", (self.steps, 2 * self.steps)))
 
     def _constraints(self) -> list[Constraint]:
         return super()._constraints() + [
@@ -270,38 +340,116 @@ def family_of(model_type: str) -> str:
         ) from None
 
 
+@dataclass(frozen=True)
+class TunedOn:
+    """Where a table of defaults was chosen: the model (its name, and its weight fingerprint
+    when it was tuned here), the benchmark, and free-form details (split, records, score …)."""
+
+    model: str
+    benchmark: str
+    fingerprint: str | None = None
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"{self.model} / {self.benchmark}"
+
+    def to_dict(self) -> dict[str, Any]:
+        described = {"model": self.model, "benchmark": self.benchmark, **self.details}
+        return described if self.fingerprint is None else {**described, "fingerprint": self.fingerprint}
+
+    @classmethod
+    def parse(cls, raw: Any, source: str) -> "TunedOn":
+        """From a `tuned_on = { model = "...", benchmark = "...", ... }` entry."""
+        if not isinstance(raw, dict) or not all(isinstance(raw.get(key), str) for key in ("model", "benchmark")):
+            raise HparamsError(f"{source}: 'tuned_on' must be a table naming the model and the benchmark "
+                               "the values were tuned on (model = \"...\", benchmark = \"...\").")
+        details = {key: value for key, value in raw.items() if key not in ("model", "benchmark", "fingerprint")}
+        fingerprint = raw.get("fingerprint")
+        return cls(raw["model"], raw["benchmark"], str(fingerprint) if fingerprint else None, details)
+
+
+@dataclass(frozen=True)
+class ValueLayer:
+    """One layer of values on the way to an editor's hyper-parameters: where they come from and
+    the raw entries (file values already typed by TOML; overrides possibly CLI text)."""
+
+    source: str
+    values: Mapping[str, Any]
+    from_text: bool = False  # CLI overrides: strings are parsed as the field's type
+
+
+@dataclass(frozen=True)
+class ShippedDefaults:
+    """The defaults `editors/hparams/<editor>.toml` gives a model family (and a benchmark)."""
+
+    layers: tuple[ValueLayer, ...]  # the family table, then the benchmark table if one applies
+    tuned_on: TunedOn
+
+
+# Keys of a shipped table that are not hyper-parameters.
+TUNED_ON = "tuned_on"
+SERVES = "benchmarks"  # a benchmark table: the benchmarks it is the default for
+
+
+def shipped_defaults(editor_name: str, model_type: str, benchmark: str | None = None,
+                     hparams_dir: Path = DEFAULT_HPARAMS_DIR) -> ShippedDefaults:
+    """The family table of the editor's shipped file, and the benchmark table below it (e.g.
+    [llama.medcfpp]) whose `benchmarks` list names `benchmark`, if any."""
+    stem, _ = _editor_entry(editor_name)
+    family = family_of(model_type)
+    path = Path(hparams_dir) / f"{stem}.toml"
+    table = _read_family_table(path, family, model_type)
+    source = f"{path} [{family}]"
+    values = {key: value for key, value in table.items() if not isinstance(value, dict) and key != TUNED_ON}
+    layers, tuned_on = [ValueLayer(source, values)], TunedOn.parse(table.get(TUNED_ON), source)
+    for name, sub_table in table.items():
+        if not isinstance(sub_table, dict) or name == TUNED_ON:
+            continue
+        sub_source = f"{path} [{family}.{name}]"
+        serves = sub_table.get(SERVES, [name])
+        if not isinstance(serves, list) or not all(isinstance(item, str) for item in serves):
+            raise HparamsError(f"{sub_source}: '{SERVES}' must be a list of benchmark names.")
+        sub_tuned_on = TunedOn.parse(sub_table.get(TUNED_ON), sub_source)
+        if benchmark is not None and benchmark in serves:
+            sub_values = {key: value for key, value in sub_table.items() if key not in (TUNED_ON, SERVES)}
+            layers.append(ValueLayer(sub_source, sub_values))
+            tuned_on = sub_tuned_on
+    return ShippedDefaults(tuple(layers), tuned_on)
+
+
 def load_hparams(
     editor_name: str,
     model_type: str,
     overrides: Mapping[str, Any] | None = None,
     *,
+    benchmark: str | None = None,
     hparams_dir: Path = DEFAULT_HPARAMS_DIR,
 ) -> Hparams:
-    """The editor's defaults for the model's family, with `overrides` applied on top.
+    """The editor's defaults for the model's family (and `benchmark`'s table, if the file has
+    one for it), with `overrides` applied on top.
 
     Override values may be strings as typed on the CLI ("0.3", "2-8", "subject_last") or typed
     Python values; both are checked against the field's type.
     """
-    stem, hparams_class = _editor_entry(editor_name)
-    family = family_of(model_type)
-    path = Path(hparams_dir) / f"{stem}.toml"
-    source = f"{path} [{family}]"
-    table = _read_family_table(path, family, model_type)
-    hints = typing.get_type_hints(hparams_class)
-    field_names = [field.name for field in dataclasses.fields(hparams_class)]
+    defaults = shipped_defaults(editor_name, model_type, benchmark, hparams_dir)
+    return build_hparams(editor_name, [*defaults.layers, override_layer(overrides)])
 
+
+def override_layer(overrides: Mapping[str, Any] | None) -> ValueLayer:
+    return ValueLayer("Override", dict(overrides or {}), from_text=True)
+
+
+def build_hparams(editor_name: str, layers: Sequence[ValueLayer]) -> Hparams:
+    """The editor's dataclass from value layers applied in order (later ones win); every key and
+    value is checked and a bad one named with the layer it came from."""
+    _, hparams_class = _editor_entry(editor_name)
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}  # where each value came from, for error messages
-    for key, raw in table.items():
-        _require_known(key, field_names, source)
-        values[key], origin[key] = _coerce(raw, hints[key], key, source), source
-    for key, raw in (overrides or {}).items():
-        override_source = f"Override '{key}={raw}'"
-        _require_known(key, field_names, override_source)
-        parsed = _parse_text(raw, hints[key], key, override_source) if isinstance(raw, str) else raw
-        values[key] = _coerce(parsed, hints[key], key, override_source)
-        origin[key] = override_source
-
+    for layer in layers:
+        for key, raw in layer.values.items():
+            source = f"{layer.source} '{key}={raw}'" if layer.from_text else layer.source
+            values[key] = check_value(hparams_class, key, raw, source, layer.from_text)
+            origin[key] = source
     missing = [
         field.name
         for field in dataclasses.fields(hparams_class)
@@ -310,11 +458,25 @@ def load_hparams(
         and field.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise HparamsError(f"{source}: missing key '{missing[0]}'.")
+        raise HparamsError(f"{layers[0].source}: missing key '{missing[0]}'.")
     try:
         return hparams_class(**values)
     except InvalidValueError as error:
-        raise HparamsError(f"{origin.get(error.key, source)}: {error}.") from None
+        raise HparamsError(f"{origin.get(error.key, layers[0].source)}: {error}.") from None
+
+
+def check_value(hparams_class: type[Hparams], key: str, raw: Any, source: str, from_text: bool = False) -> Any:
+    """`raw` as the type of field `key` of `hparams_class`; HparamsError naming `source` if the
+    key is unknown or the value has the wrong type."""
+    field_names = [field.name for field in dataclasses.fields(hparams_class)]
+    _require_known(key, field_names, source)
+    annotation = typing.get_type_hints(hparams_class)[key]
+    parsed = _parse_text(raw, annotation, key, source) if from_text and isinstance(raw, str) else raw
+    return _coerce(parsed, annotation, key, source)
+
+
+def hparams_class_of(editor_name: str) -> type[Hparams]:
+    return _editor_entry(editor_name)[1]
 
 
 def parse_override_args(args: Sequence[str]) -> dict[str, str]:

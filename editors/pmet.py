@@ -3,7 +3,8 @@ attention and MLP vectors, FFN-only rewrite.
 
 Two vectors are trained at l*: one added to the attention output, one to the MLP output (the
 components, not the residual stream), each decayed and clamped relative to its own initial norm.
-Only the MLP vector is used afterwards: the MLP output projections of the edited layers absorb
+A request stops early once its target is the argmax at every target token and its KL term is at
+most `argmax_stop_kl` (0.01), as the reference's compute_zs does. Only the MLP vector is used afterwards: the MLP output projections of the edited layers absorb
 `z_mlp − (current MLP output at l*)`, spread with a square root so earlier layers take more.
 """
 
@@ -29,5 +30,6 @@ class PmetEditor(MemitEditor):
         return ValueOptions.from_hparams(
             hp,
             argmax_nll_weight=hp.argmax_nll_weight,
+            argmax_stop_kl=hp.argmax_stop_kl,
             decay_weights=(hp.attn_decay_weight, hp.mlp_decay_weight),
         )

@@ -65,7 +65,8 @@ def spread_residual(
 
 
 def null_space_projector(second_moment: Tensor, threshold: float = 2e-2) -> Tensor:
-    """P = U Uᵀ over the eigenvectors of C whose eigenvalue is below `threshold`.
+    """P = U Uᵀ over the eigenvectors of C whose eigenvalue is below `threshold` (the AlphaEdit
+    reference's absolute rule, τ = 2e-2 on Llama-3-8B's statistics).
 
     Directions the preserved keys hardly use span the (approximate) null space; an update
     confined to it leaves the outputs of those keys unchanged. P is a pure function of
@@ -73,15 +74,38 @@ def null_space_projector(second_moment: Tensor, threshold: float = 2e-2) -> Tens
     threshold. `eigh` replaces the reference's SVD: for a symmetric PSD matrix the singular
     values are the eigenvalues, and `eigh` guarantees orthonormal real eigenvectors.
     """
-    C = _float64(second_moment)
-    _check_square(C, "second_moment")
     if threshold <= 0:
         raise ValueError(f"threshold must be positive, got {threshold}.")
-    # Symmetrise so accumulated rounding in the stored sums cannot make eigh see an asymmetric
-    # input (eigh reads only one triangle, which would silently bias the result).
-    eigenvalues, eigenvectors = torch.linalg.eigh((C + C.T) / 2)
+    eigenvalues, eigenvectors = _ascending_eigen(second_moment)
     null_directions = eigenvectors[:, eigenvalues < threshold]
     return null_directions @ null_directions.T
+
+
+def energy_null_space_projector(second_moment: Tensor, energy_share: float = 0.01) -> Tensor:
+    """P = U Uᵀ over the largest set of smallest-eigenvalue directions of C whose eigenvalues
+    sum to at most `energy_share` × trace(C).
+
+    trace(P C) / trace(C) is the share of the preserved keys' energy E‖k‖² that lies inside the
+    kept subspace, so it bounds how much an update confined to it can move their outputs
+    relative to its norm. Unlike an absolute eigenvalue threshold, the rule does not depend on
+    the scale of the model's keys. Eigenvalues that rounding made slightly negative count as 0.
+    """
+    if not 0 < energy_share <= 1:
+        raise ValueError(f"energy_share must be in (0, 1], got {energy_share}.")
+    eigenvalues, eigenvectors = _ascending_eigen(second_moment)
+    energy = eigenvalues.clamp_min(0)
+    cumulative = energy.cumsum(0)
+    kept = int((cumulative <= energy_share * energy.sum()).sum())  # cumulative is non-decreasing
+    null_directions = eigenvectors[:, :kept]
+    return null_directions @ null_directions.T
+
+
+def _ascending_eigen(second_moment: Tensor) -> tuple[Tensor, Tensor]:
+    C = _float64(second_moment)
+    _check_square(C, "second_moment")
+    # Symmetrise so accumulated rounding in the stored sums cannot make eigh see an asymmetric
+    # input (eigh reads only one triangle, which would silently bias the result).
+    return torch.linalg.eigh((C + C.T) / 2)
 
 
 def alphaedit_delta(

@@ -63,6 +63,9 @@ class ValueOptions:
     kl_factor: float
     early_stop: float
     argmax_nll_weight: float = 1.0  # PMET: NLL weight of a request already predicted (0.1)
+    # PMET: a group also stops once every target token of its members is the argmax and its KL
+    # term (kl_factor · KL) is at most this (reference: 0.01); None: no such stop.
+    argmax_stop_kl: float | None = None
     decay_weights: tuple[float, ...] = ()  # per site; empty means 1 for every site
     dtype: str = "float32"  # forward/backward precision of the model copy; δ stays float32
 
@@ -378,7 +381,10 @@ def _optimise_chunk(
         if progress:
             progress("values", step + 1, options.steps)
 
-        active = active & ~(criterion < options.early_stop)
+        done = criterion < options.early_stop
+        if options.argmax_stop_kl is not None:
+            done |= _argmax_and_kl_reached(view, hits, request_kl.detach(), options, plan, n_requests)
+        active = active & ~done
         if step == options.steps - 1 or not active.any():
             break
         objective = (group_sum + decay)[active].sum()
@@ -405,6 +411,19 @@ def _optimise_chunk(
     )
     _check_finite(result, original_groups)
     return result
+
+
+def _argmax_and_kl_reached(view: "_ActiveView", hits: torch.Tensor, request_kl: torch.Tensor,
+                           options: ValueOptions, plan: _Plan, n_requests: int) -> torch.Tensor:
+    """[G] PMET's stop (xpq-tech/PMET compute_zs): every target token of every member's prompts is
+    the argmax, and the group's KL term is at most `argmax_stop_kl`."""
+    misses = torch.zeros(n_requests).index_add(0, view.token_request, (~hits).float())
+    scored = torch.zeros(n_requests).index_add(0, view.token_request, torch.ones(len(hits)))
+    groups = len(plan.group_size)
+    group_misses = torch.zeros(groups).index_add(0, plan.request_group, misses)
+    group_scored = torch.zeros(groups).index_add(0, plan.request_group, scored)
+    group_kl = torch.zeros(groups).index_add(0, plan.request_group, options.kl_factor * request_kl) / plan.group_size
+    return (group_scored > 0) & (group_misses == 0) & (group_kl <= options.argmax_stop_kl)
 
 
 def _restricted_to(groups, sites, essence, targets):

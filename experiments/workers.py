@@ -59,14 +59,15 @@ class Job:
 @dataclass(frozen=True)
 class WorkerPlan:
     """How many workers to start, and what each needs to rebuild the parent's line-up: the
-    model by name, the run settings, how many torch threads to use, and the overrides of the
-    key–value editors."""
+    model by name, the run settings, how many torch threads to use, the overrides of the
+    key–value editors and the weight editors' hyper-parameter choice."""
 
     workers: int
     model_name: str
     settings: Settings
     threads: int
     key_value_overrides: Mapping[str, Any] | None = None
+    hparams: Any = None  # editors.hparams_files.HparamsRequest: benchmark tables and --hparams files
 
 
 class WorkerFailed(RuntimeError):
@@ -175,7 +176,7 @@ def _work(plan: WorkerPlan, todo: Any, reports: Any) -> None:
         reports.put(("started", index, None))
         try:
             if job.editor not in editors:
-                editors[job.editor] = build_lineup_editor(job.editor, model, plan.key_value_overrides)
+                editors[job.editor] = build_lineup_editor(job.editor, model, plan.key_value_overrides, plan.hparams)
             harness = run_sequential if job.mode == "sequential" else run_batch
             record = harness(editors[job.editor], model, tok, job.edits, job.batch_size, plan.settings,
                              progress=_progress_sender(reports, index))

@@ -54,7 +54,8 @@ def test_editor_specific_classes_and_defaults():
     assert isinstance(load_hparams("memit-merge", "llama"), MergeHparams)
     alpha = load_hparams("AlphaEdit", "gpt2")
     assert isinstance(alpha, AlphaEditHparams)
-    assert (alpha.nullspace_threshold, alpha.alpha) == (2e-2, 10.0)
+    assert (alpha.nullspace_rule, alpha.nullspace_energy, alpha.alpha) == ("energy", 0.01, 10.0)
+    assert alpha.nullspace_threshold == 2e-2  # the reference's absolute rule, by option
     assert isinstance(load_hparams("ft_l", "gptj"), FtHparams)
 
 
@@ -125,6 +126,7 @@ def test_unknown_editor_and_model_type():
 
 
 VALID_FILE = """[llama]
+tuned_on = { model = "tiny", benchmark = "counterfact" }
 layers = [2, 3]
 v_num_grad_steps = 5
 v_lr = 0.5
@@ -168,3 +170,85 @@ def test_missing_family_table_and_file(tmp_path):
     with pytest.raises(HparamsError, match="not found"):
         load_hparams("pmet", "qwen2", hparams_dir=tmp_path)
 
+
+
+BENCHMARK_TABLE = """
+[llama.medcfpp]
+tuned_on = { model = "tiny", benchmark = "medcfpp", split = "train" }
+benchmarks = ["medcfpp", "medcf"]
+v_lr = 0.9
+"""
+
+
+def test_a_benchmark_table_applies_to_the_benchmarks_it_serves(tmp_path):
+    from editors.hparams import shipped_defaults
+
+    (tmp_path / "memit.toml").write_text(VALID_FILE + BENCHMARK_TABLE)
+    assert load_hparams("memit", "llama", hparams_dir=tmp_path).v_lr == 0.5
+    assert load_hparams("memit", "llama", benchmark="counterfact", hparams_dir=tmp_path).v_lr == 0.5
+    for benchmark in ("medcfpp", "medcf"):
+        assert load_hparams("memit", "llama", benchmark=benchmark, hparams_dir=tmp_path).v_lr == 0.9
+    assert shipped_defaults("memit", "llama", "medcf", tmp_path).tuned_on.benchmark == "medcfpp"
+    assert shipped_defaults("memit", "llama", "zsre", tmp_path).tuned_on.benchmark == "counterfact"
+
+
+def test_every_table_must_say_where_it_was_tuned(tmp_path):
+    (tmp_path / "memit.toml").write_text(VALID_FILE.replace('tuned_on = { model = "tiny", benchmark = "counterfact" }\n', ""))
+    with pytest.raises(HparamsError, match=r"\[llama\]: 'tuned_on' must be a table naming the model and the benchmark"):
+        load_hparams("memit", "llama", hparams_dir=tmp_path)
+    (tmp_path / "memit.toml").write_text(VALID_FILE + BENCHMARK_TABLE.replace(
+        'tuned_on = { model = "tiny", benchmark = "medcfpp", split = "train" }', 'tuned_on = { model = "tiny" }'))
+    with pytest.raises(HparamsError, match=r"\[llama.medcfpp\]: 'tuned_on' must be a table"):
+        load_hparams("memit", "llama", hparams_dir=tmp_path)
+
+
+@pytest.mark.parametrize("editor", sorted(EDITOR_HPARAMS))
+def test_every_shipped_table_names_model_and_benchmark(editor):
+    import tomllib
+
+    from editors.hparams import DEFAULT_HPARAMS_DIR
+
+    document = tomllib.loads((DEFAULT_HPARAMS_DIR / f"{editor}.toml").read_text())
+    for family, table in document.items():
+        tables = [table] + [sub for sub in table.values() if isinstance(sub, dict) and sub is not table.get("tuned_on")]
+        for each in tables:
+            assert each["tuned_on"]["model"] and each["tuned_on"]["benchmark"], (editor, family)
+
+
+def test_files_and_overrides_go_on_top_of_the_defaults_in_order(tmp_path):
+    from editors.hparams_files import choose_hparams, read_hparams_file
+
+    path = tmp_path / "mine.toml"
+    path.write_text('editor = "memit"\ntuned_on = { model = "m", benchmark = "b" }\n[hparams]\nv_lr = 0.7\nlayers = [2, 3]\n')
+    mine = read_hparams_file(path)
+    chosen = choose_hparams("memit", "llama", {"layers": "4-6"}, file=mine)
+    assert (chosen.hparams.v_lr, chosen.hparams.layers) == (0.7, (4, 5, 6))
+    assert chosen.tuned_on.describe() == "m / b"
+    assert chosen.sources[-2:] == (str(path), "Override")
+    with pytest.raises(HparamsError, match="holds hyper-parameters for memit, not pmet"):
+        choose_hparams("pmet", "llama", file=mine)
+
+
+def test_the_merge_budget_setting_is_memit_budget_and_nothing_else():
+    from editors.hparams_files import choose_hparams, read_hparams_file, setting_path
+
+    memit = load_hparams("memit", "llama")
+    merge = load_hparams("memit_merge", "llama")
+    budget = choose_hparams("memit_merge", "llama", file=read_hparams_file(setting_path("memit_merge", "memit_budget")))
+    assert (budget.hparams.shared_v_num_grad_steps, budget.hparams.shared_v_lr, budget.hparams.shared_clamp_norm_factor) \
+        == (memit.v_num_grad_steps, memit.v_lr, memit.clamp_norm_factor)
+    changed = {k for k, v in budget.hparams.to_dict().items() if merge.to_dict()[k] != v}
+    assert changed == {"shared_v_num_grad_steps", "shared_v_lr", "shared_clamp_norm_factor"}
+
+
+def test_the_tuned_elsewhere_note_names_editors_and_where_they_were_tuned():
+    from editors.hparams import TunedOn
+    from editors.hparams_files import ChosenHparams
+    from editors.registry import tuned_elsewhere_note
+
+    here = ChosenHparams(load_hparams("memit", "llama"), TunedOn("this", "counterfact", "abc"), ())
+    there = ChosenHparams(load_hparams("pmet", "llama"), TunedOn("Llama-3-8B", "counterfact"), ())
+    assert tuned_elsewhere_note({"memit": here}, "abc") is None
+    note = tuned_elsewhere_note({"memit": here, "pmet": there}, "abc")
+    assert note.count("\n") == 0 and "pmet were tuned on Llama-3-8B / counterfact" in note
+    assert "editscope tune" in note and "memit" not in note.split("were")[0]

@@ -12,6 +12,7 @@ from editors.solve import (
     alphaedit_delta,
     delta_for_weight,
     memit_delta,
+    energy_null_space_projector,
     null_space_projector,
     spread_residual,
 )
@@ -118,6 +119,35 @@ def test_null_space_projector_is_an_orthogonal_projector_onto_small_directions()
     large, small = basis[:, :3], basis[:, 3:]
     torch.testing.assert_close(projector @ large, torch.zeros_like(large), rtol=0, atol=1e-12)
     torch.testing.assert_close(projector @ small, small, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("share, kept", [
+    # Spectrum 40, 30, 20, 6, 3, 1 (trace 100), ascending cumulative shares 1%, 4%, 10%, 30%, ...
+    (0.0099, 0), (0.01, 1), (0.039, 1), (0.04, 2), (0.0999, 2), (0.10, 3), (0.2999, 3), (1.0, 6),
+])
+def test_energy_projector_keeps_the_smallest_directions_within_the_share(share, kept):
+    eigenvalues = [40.0, 30.0, 20.0, 6.0, 3.0, 1.0]
+    covariance, basis = spectrum_covariance(eigenvalues, seed=3)
+    projector = energy_null_space_projector(covariance, share)
+
+    torch.testing.assert_close(projector @ projector, projector, rtol=0, atol=1e-10)
+    assert round(float(torch.trace(projector))) == kept
+    # Exactly the `kept` smallest directions: the columns of `basis` from the end.
+    inside, outside = basis[:, len(eigenvalues) - kept:], basis[:, : len(eigenvalues) - kept]
+    torch.testing.assert_close(projector @ inside, inside, rtol=0, atol=1e-10)
+    torch.testing.assert_close(projector @ outside, torch.zeros_like(outside), rtol=0, atol=1e-10)
+    # The energy the kept subspace holds is the sum of its eigenvalues, within the share.
+    energy = float(torch.trace(projector @ covariance) / torch.trace(covariance))
+    assert energy == pytest.approx(sum(sorted(eigenvalues)[:kept]) / 100.0, abs=1e-10)
+    assert energy <= share + 1e-12
+
+
+def test_energy_projector_does_not_depend_on_the_scale_of_the_keys():
+    covariance, _ = spectrum_covariance([40.0, 30.0, 20.0, 6.0, 3.0, 1.0], seed=4)
+    torch.testing.assert_close(energy_null_space_projector(covariance, 0.05),
+                               energy_null_space_projector(1e-4 * covariance, 0.05), rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="energy_share"):
+        energy_null_space_projector(covariance, 0.0)
 
 
 def test_alphaedit_delta_leaves_preserved_directions_untouched():

@@ -166,13 +166,15 @@ def akd_command(benchmark, split, fields, max_target_tokens, layer_text, batch_s
     model, tok = load(sweep.model_name)
     memit_layers = load_hparams("memit", model.config.model_type).layers
     layers = tuple(check_layers(model, layers)) if layers is not None else memit_layers
-    lineup = line_up(names, model, out)
     label = batches[0].requests[0].metadata.get("benchmark", benchmark)
+    hparams = sweep.hparams(label)
+    lineup = line_up(names, model, out, hparams=hparams)
     edit_sets = [cut_long_targets(edit_set_of(batch.requests, label, sweep.seed), tok, max_target_tokens)
                  for batch in batches]
     jobs = [Job(name, edits, batch_size, label=batch.label)
             for name in lineup for batch, edits in zip(batches, edit_sets)]
-    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                       plan=sweep.worker_plan(len(jobs), hparams=hparams))
     if records is None:
         return
     layer_of = {name: last_edited_layer(editor, memit_layers[-1]) for name, editor in lineup.items()}

@@ -56,9 +56,12 @@ def medical_command(benchmark_text, batch_text, edits, fields, max_target_tokens
                  for seed in sweep.seeds for benchmark in benchmarks]
     model, tok = load(sweep.model_name)
     edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
-    lineup = line_up(names, model, out)
+    # The first benchmark's tables: the shipped medical tables serve all three medical benchmarks.
+    hparams = sweep.hparams(edit_sets[0].dataset.benchmark)
+    lineup = line_up(names, model, out, hparams=hparams)
     jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
-    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                       plan=sweep.worker_plan(len(jobs), hparams=hparams))
     if records is None:
         return
     for edit_set in edit_sets:

@@ -19,18 +19,47 @@ DEFAULT_REPORTS_DIR = "reports"
 
 def requested_editors(text: str) -> tuple[str, ...] | None:
     """--editors: None for "all"; otherwise the validated names in the order given (exits 2
-    naming an unknown one)."""
+    naming an unknown one). A weight editor may carry a shipped setting: memit_merge@memit_budget."""
     # Imported here: the editor registries are heavy, and `covariance` (a cache hit in seconds)
     # imports this module without needing them.
-    from experiments.discovery import LINEUP_NAMES
+    from experiments.discovery import check_lineup_name
 
     if text.strip().lower() == "all":
         return None
     names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
-    unknown = [name for name in names if name not in LINEUP_NAMES]
-    if unknown or not names:
-        fail(f"Unknown editor {', '.join(unknown) or repr(text)}; choose from all, {', '.join(LINEUP_NAMES)}.")
+    if not names:
+        fail(f"Unknown editor {text!r}; choose from all or a comma-separated list of editors.")
+    for name in names:
+        check_lineup_name(name)  # a UsageError: exit 2 with its sentence
     return names
+
+
+def _read_hparams_files(_context, _parameter, values: tuple[str, ...]) -> tuple:
+    """Read and check every --hparams file while parsing (exit 2 with one sentence)."""
+    from editors.hparams_files import locate_hparams_file, read_hparams_file
+
+    try:
+        return tuple(read_hparams_file(locate_hparams_file(value)) for value in values)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def hparams_option(function):
+    return click.option(
+        "--hparams", "hparams_files", multiple=True, callback=_read_hparams_files, metavar="FILE",
+        help="Hyper-parameter file (e.g. written by `tune`) or shipped setting name "
+             "(memit_merge@memit_budget) for the editor it names; repeat for several editors.")(function)
+
+
+def hparams_request(files: Sequence, benchmark: str | None, names: Sequence[str] | None):
+    """The weight editors' hyper-parameter choice of a run: `benchmark`'s tables and the
+    --hparams files, each of which must be for an editor the run includes (exits 2 if not)."""
+    from editors.hparams_files import HparamsRequest
+    from experiments.discovery import EDITOR_NAMES
+
+    request = HparamsRequest(benchmark, tuple(files))
+    request.check_editors(EDITOR_NAMES if names is None else names)
+    return request
 
 
 def _checked_workers(_context, _parameter, value: str) -> str:

@@ -9,13 +9,17 @@ import shutil
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from data.benchmarks import load_benchmark
+from editors.hparams_files import split_setting
 from experiments.collisions import key_collisions
-from experiments.commands.common import field_map_option, max_target_tokens_option, model_option, writable_folder
+from experiments.commands.common import (
+    field_map_option, hparams_option, hparams_request, max_target_tokens_option, model_option, writable_folder,
+)
 from experiments.console import console, fail, quiet_libraries, stages
 from experiments.context import check_context
-from experiments.discovery import EDITOR_NAMES, build_editor
+from experiments.discovery import EDITOR_NAMES, build_lineup_editor, check_lineup_name, defaults_note
 from experiments.edit_sets import cut_targets
 from experiments.saved_edits import write_manifest
 from lm.files import atomic_directory
@@ -28,8 +32,9 @@ SPACE_MARGIN = 1.1  # the copy's size plus tokenizer files and headers
 def _known_editor(_context, _parameter, value: str) -> str:
     """--editor, case-insensitive, checked while parsing: before the model is loaded."""
     name = value.strip().lower()
-    if name not in EDITOR_NAMES:
+    if split_setting(name)[0] not in EDITOR_NAMES:
         fail(f"Unknown editor {value!r}; choose from {', '.join(EDITOR_NAMES)}.")
+    check_lineup_name(name)  # a named setting must exist
     return name
 
 
@@ -52,21 +57,27 @@ def _new_folder(context, parameter, value: str) -> str:
 @click.option("--key-threshold", type=float, default=0.05, show_default=True,
               help="Keys closer than this × the mean key norm at the last edit layer count as colliding.")
 @click.option("--force", is_flag=True, help="Apply even when requests collide.")
+@hparams_option
 @model_option
 @click.option("--quiet", is_flag=True)
-def edit_command(requests_file, fields, max_target_tokens, editor_name, save_dir, key_threshold, force, model_name,
-                 quiet):
+def edit_command(requests_file, fields, max_target_tokens, editor_name, save_dir, key_threshold, force,
+                 hparams_files, model_name, quiet):
     """Diagnose key collisions, then apply the edits and save the result to --save."""
     out = console(quiet)
     target = Path(save_dir)
     requests = load_benchmark(requests_file, fields=fields)
+    # The benchmark tables of the requests' format apply (e.g. the medical ones to MedCF records).
+    hparams = hparams_request(hparams_files, requests[0].metadata.get("benchmark"), [editor_name])
     with stages(out, 4) as begin, quiet_libraries(), quiet_transformers():
         begin("loading the model")
         model, tok = load(model_name)
         requests, _ = cut_targets(requests, tok, max_target_tokens)
         check_context(requests, tok, model)
         _check_space_for_copy(model, target)
-        editor = build_editor(editor_name, model)
+        editor = build_lineup_editor(editor_name, model, hparams=hparams)
+        note = defaults_note([editor_name], model, hparams=hparams)
+        if note:
+            out.print(f"[yellow]Note:[/yellow] {escape(note)}")
         begin("checking for colliding edits")
         collisions = key_collisions(editor, model, tok, requests, key_threshold)
         if collisions and not force:

@@ -70,10 +70,12 @@ def same_subject_command(batch_sizes, key_token, natural, split, sweep: SweepArg
     model, tok = load(sweep.model_name)
     akd_layer = load_hparams("memit", model.config.model_type).last_layer
     overrides = {"key_token": key_token} if key_token else None
-    lineup = line_up(names, model, out, overrides)
+    hparams = sweep.hparams("counterfact")
+    lineup = line_up(names, model, out, overrides, hparams)
     jobs = [Job(name, edits, len(edits.requests), label=label)
             for name in lineup for label, edits in edit_sets]
-    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs), overrides))
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                       plan=sweep.worker_plan(len(jobs), overrides, hparams))
     if records is None:
         return
     akd = job_akd_entries(jobs, model, tok, [akd_layer], key_token or "subject_last")
@@ -160,9 +162,11 @@ def batch_sweep_command(benchmark, split, fields, max_target_tokens, batch_sizes
                  for seed in sweep.seeds]
     model, tok = load(sweep.model_name)
     edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
-    lineup = line_up(names, model, out)
+    hparams = sweep.hparams(edit_sets[0].dataset.benchmark)  # one benchmark, every seed
+    lineup = line_up(names, model, out, hparams=hparams)
     jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
-    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                       plan=sweep.worker_plan(len(jobs), hparams=hparams))
     if records is None:
         return
     for edit_set in edit_sets:
@@ -198,9 +202,11 @@ def sequential_command(steps, batch_size, benchmark, split, fields, max_target_t
                             asked_by=f"--steps {steps} × --batch {batch_size}") for seed in sweep.seeds]
     model, tok = load(sweep.model_name)
     edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
-    lineup = line_up(names, model, out)
+    hparams = sweep.hparams(edit_sets[0].dataset.benchmark)  # one benchmark, every seed
+    lineup = line_up(names, model, out, hparams=hparams)
     jobs = [Job(name, edit_set, batch_size, mode="sequential") for edit_set in edit_sets for name in lineup]
-    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out, plan=sweep.worker_plan(len(jobs)))
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                       plan=sweep.worker_plan(len(jobs), hparams=hparams))
     if records is None:
         return
     for record in records:

@@ -16,13 +16,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch.distributed as dist
 from rich.console import Console
+from rich.markup import escape
 
 from covariance.distributed import Rank
 from editors.akd import batch_keys
+from editors.hparams_files import HparamsRequest
 from editors.protocol import Editor
 from experiments.commands.common import parse_csv_ints
 from experiments.console import job_board, progress_bar
-from experiments.discovery import LINEUP_NAMES, EditorUnavailable, build_lineup_editor
+from experiments.discovery import LINEUP_NAMES, EditorUnavailable, build_lineup_editor, defaults_note
 from experiments.edit_sets import EditSet, cut_long_targets, draw_edits
 from experiments.harness import prepare_baseline, run_batch, run_sequential
 from experiments.identity import IdentityEditor
@@ -44,21 +46,27 @@ def batch_sizes_of(text: str, option: str) -> tuple[int, ...]:
 
 
 def line_up(names: tuple[str, ...] | None, model: Any, out: Console,
-            key_value_overrides: Mapping[str, Any] | None = None) -> dict[str, Editor]:
+            key_value_overrides: Mapping[str, Any] | None = None,
+            hparams: HparamsRequest | None = None) -> dict[str, Editor]:
     """Line-up name -> editor, the unedited reference first. `names` None means every editor
     this checkout can build (those it cannot are listed and skipped); a named editor that
     cannot be built raises `EditorUnavailable`. `key_value_overrides` (e.g. key_token) go
-    into the hyper-parameters of the key–value editors only."""
+    into the hyper-parameters of the key–value editors only; `hparams` chooses the weight
+    editors' benchmark tables and files. Prints one line when their defaults were tuned on
+    another model."""
     lineup: dict[str, Editor] = {IdentityEditor.name: IdentityEditor()}
     for name in names if names is not None else LINEUP_NAMES:
         if name in lineup:
             continue
         try:
-            lineup[name] = build_lineup_editor(name, model, key_value_overrides)
+            lineup[name] = build_lineup_editor(name, model, key_value_overrides, hparams)
         except EditorUnavailable as why:
             if names is not None:
                 raise
             out.print(f"[yellow]skipped {name}[/yellow]: {why}")
+    note = defaults_note(list(lineup), model, key_value_overrides, hparams)
+    if note:
+        out.print(f"[yellow]Note:[/yellow] {escape(note)}")
     return lineup
 
 

@@ -11,8 +11,10 @@ import click
 from rich.console import Console
 
 from covariance.distributed import Rank
+from editors.hparams_files import HparamsRequest
 from experiments.commands.common import (
-    model_option, output_options, publish, requested_editors, seed_option, workers_option,
+    hparams_option, hparams_request, model_option, output_options, publish, requested_editors, seed_option,
+    workers_option,
 )
 from experiments.console import console
 from experiments.records import RunRecord, Settings
@@ -34,6 +36,7 @@ class SweepArguments:
     quiet: bool
     as_json: bool
     reports_dir: str
+    hparams_files: tuple  # checked editors.hparams_files.HparamsFile, one per editor
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -49,9 +52,15 @@ class SweepArguments:
         """The validated --editors names (None: all); exits 2 on an unknown one."""
         return requested_editors(self.editor_list)
 
-    def worker_plan(self, jobs: int, key_value_overrides: Mapping[str, Any] | None = None) -> WorkerPlan:
+    def hparams(self, benchmark: str | None) -> HparamsRequest:
+        """The weight editors' hyper-parameter choice: `benchmark`'s tables and the --hparams
+        files (a UsageError when a file is for an editor not in --editors)."""
+        return hparams_request(self.hparams_files, benchmark, self.editor_names())
+
+    def worker_plan(self, jobs: int, key_value_overrides: Mapping[str, Any] | None = None,
+                    hparams: HparamsRequest | None = None) -> WorkerPlan:
         """`run_jobs`' `plan` for --workers (validated while parsing)."""
-        return worker_plan(self.workers, jobs, self.model_name, self.settings, key_value_overrides)
+        return worker_plan(self.workers, jobs, self.model_name, self.settings, key_value_overrides, hparams)
 
     def console(self, rank: Rank) -> Console:
         # Only rank 0 reports, and --json keeps stdout for the JSON alone.
@@ -63,7 +72,8 @@ class SweepArguments:
         arguments = {**own_arguments, "editors": self.editor_list, "model": self.model_name, "seed": self.seed,
                      **({"seeds": list(self.seeds)} if self.seeds_text else {}),
                      "fluency_prompts": self.fluency_prompts, "fluency_tokens": self.fluency_tokens,
-                     "perplexity_tokens": self.perplexity_tokens}
+                     "perplexity_tokens": self.perplexity_tokens,
+                     "hparams": [str(file.path) for file in self.hparams_files]}
         publish(command, arguments, records, out, self.reports_dir, self.as_json, analyses)
 
 
@@ -80,8 +90,8 @@ def sweep_options(default_editors: str = "all"):
 
         # Innermost first, as if stacked above the function: --help lists editors, scoring, model,
         # seed, then output options, after the command's own.
-        for option in (output_options, workers_option, seeds_option, seed_option, model_option, scoring_options,
-                       editors_option(default_editors)):
+        for option in (output_options, workers_option, seeds_option, seed_option, model_option, hparams_option,
+                       scoring_options, editors_option(default_editors)):
             gathered = option(gathered)
         return gathered
 
@@ -134,8 +144,10 @@ def scoring_options(function):
 
 
 def worker_plan(requested: str, jobs: int, model_name: str, settings: Settings,
-                key_value_overrides: Mapping[str, Any] | None = None) -> WorkerPlan:
+                key_value_overrides: Mapping[str, Any] | None = None,
+                hparams: HparamsRequest | None = None) -> WorkerPlan:
     """`run_jobs`' `plan` for a --workers value (`workers_option` refused bad ones while
     parsing); the cores are shared out evenly as torch threads."""
     workers = worker_count(requested, jobs)
-    return WorkerPlan(workers, model_name, settings, max(1, available_cores() // workers), key_value_overrides)
+    return WorkerPlan(workers, model_name, settings, max(1, available_cores() // workers), key_value_overrides,
+                      hparams)
