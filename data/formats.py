@@ -60,15 +60,22 @@ def _probe(record: Mapping[str, Any], prompt_field: str, truth_field: str) -> Lo
     return LocalityProbe(_text(record, prompt_field), _text(record, truth_field))
 
 
-def counterfact_request(record: Mapping[str, Any], metadata: Mapping[str, Any]) -> EditRequest:
-    """CounterFact in the MEND/RECIPE layout: one rephrase, one neighbourhood probe per record."""
+def _counterfact_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields CounterFact and MedCF name alike: prompt, targets, subject, one rephrase."""
     prompt = _text(record, "prompt")
-    return EditRequest(
+    return dict(
         prompt=prompt,
         target_new=_text(record, "target_new"),
         subject=_subject_in_prompt(record, prompt),
         target_true=_text(record, "ground_truth"),
         rephrase_prompts=(_text(record, "rephrase_prompt"),),
+    )
+
+
+def counterfact_request(record: Mapping[str, Any], metadata: Mapping[str, Any]) -> EditRequest:
+    """CounterFact in the MEND/RECIPE layout: one rephrase, one neighbourhood probe per record."""
+    return EditRequest(
+        **_counterfact_fields(record),
         locality={"default": (_probe(record, "locality_prompt", "locality_ground_truth"),)},
         metadata={**metadata, "case_id": _integer(record, "case_id")},
     )
@@ -109,13 +116,8 @@ def zsre_request(record: Mapping[str, Any], metadata: Mapping[str, Any]) -> Edit
 
 def medcf_request(record: Mapping[str, Any], metadata: Mapping[str, Any]) -> EditRequest:
     """MedCF and MedCF++: four named locality groups (td, em, ss, ts), one probe each."""
-    prompt = _text(record, "prompt")
     return EditRequest(
-        prompt=prompt,
-        target_new=_text(record, "target_new"),
-        subject=_subject_in_prompt(record, prompt),
-        target_true=_text(record, "ground_truth"),
-        rephrase_prompts=(_text(record, "rephrase_prompt"),),
+        **_counterfact_fields(record),
         locality={
             group: (_probe(record, f"locality_{infix}_prompt", f"locality_{infix}_ground_truth"),)
             for group, infix in MEDCF_LOCALITY_GROUPS

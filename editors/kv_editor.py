@@ -24,7 +24,7 @@ from data.requests import EditRequest, validate_requests
 from editors.spread import SpreadResult, spread_over_layers
 from editors.templates import context_prefixes
 from editors.value_cache import ValueCache, optimise_reusing, values_root
-from editors.values import ValueOptions, ValueResult
+from editors.values import ValueOptions, ValueProblem, ValueResult
 from lm.adapters import ArchAdapter, adapter_for
 from lm.progress import StageProgress
 
@@ -151,18 +151,9 @@ class KeyValueEditor:
 
     def optimise(self, model, adapter: ArchAdapter, batch: EditBatch, groups,
                  cache: ValueCache | None) -> ValueResult:
-        return optimise_reusing(
-            cache,
-            model,
-            self.hparams.last_layer,
-            batch.sites,
-            batch.essence,
-            batch.targets,
-            groups,
-            self.value_sites(adapter),
-            self.value_options(),
-            self.progress,
-        )
+        problem = ValueProblem(self.hparams.last_layer, batch.sites, batch.essence, batch.targets, groups,
+                               self.value_sites(adapter))
+        return optimise_reusing(cache, model, problem, self.value_options(), self.progress)
 
     def describe(self, batch: EditBatch, groups, values: ValueResult, spread: SpreadResult) -> dict:
         return {

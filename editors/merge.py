@@ -22,7 +22,7 @@ from editors.keys import request_keys
 from editors.kv_editor import EditBatch
 from editors.memit import MemitEditor
 from editors.value_cache import ValueCache, optimise_reusing
-from editors.values import ValueOptions, ValueResult, combine_results
+from editors.values import ValueOptions, ValueProblem, ValueResult, combine_results
 from lm.adapters import ArchAdapter
 
 
@@ -50,10 +50,9 @@ class MergeEditor(MemitEditor):
             (shared_options, [g for g, members in enumerate(groups) if len(members) > 1]),
         ):
             if chosen:
-                result = optimise_reusing(
-                    cache, model, hp.last_layer, batch.sites, batch.essence, batch.targets,
-                    [groups[g] for g in chosen], self.value_sites(adapter), options, self.progress,
-                )
+                problem = ValueProblem(hp.last_layer, batch.sites, batch.essence, batch.targets,
+                                       [groups[g] for g in chosen], self.value_sites(adapter))
+                result = optimise_reusing(cache, model, problem, options, self.progress)
                 parts.append((chosen, result))
         return combine_results(parts, len(groups))
 

@@ -115,32 +115,14 @@ def _block_list(model: nn.Module, adapter: ArchAdapter) -> nn.ModuleList:
 
 def capture_upper_state(model: nn.Module, adapter: ArchAdapter, batch: SplitBatch, start: int) -> UpperState:
     """One unedited full pass that records what every later `run_upper` call reuses."""
-    device = next(model.parameters()).device
-    batch = batch.to(device)
-    block = model.get_submodule(adapter.block_name(start))
-    seen: dict[str, object] = {}
-
-    def keep_input(_module, args, kwargs):
-        seen["input"] = (args[0] if args else kwargs["hidden_states"]).detach()
-
-    def keep_output_kind(_module, _args, output):
-        seen["tuple"] = isinstance(output, tuple)
-
-    handles = [
-        block.register_forward_pre_hook(keep_input, with_kwargs=True),
-        block.register_forward_hook(keep_output_kind),
-    ]
-    try:
-        with torch.no_grad():
-            output = base_model(model)(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=True,
-            )
-    finally:
-        for handle in handles:
-            handle.remove()
+    batch = batch.to(next(model.parameters()).device)
+    with _watching_block(model, adapter, start, stop=False) as seen, torch.no_grad():
+        output = base_model(model)(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=True,
+        )
     cache = output.cache
     width_p = batch.prefix_width
     kv = tuple(
@@ -155,36 +137,45 @@ def block_input_state(model: nn.Module, adapter: ArchAdapter, batch: SplitBatch,
     """The hidden state entering block `layer` for a batch without prefix (forward stops there)."""
     if batch.prefix_width:
         raise ValueError("block_input_state caches whole sequences; build the batch without a prefix.")
-    device = next(model.parameters()).device
-    batch = batch.to(device)
-    block = model.get_submodule(adapter.block_name(layer))
-    seen: dict[str, object] = {}
-
-    def keep_input(_module, args, kwargs):
-        seen["input"] = (args[0] if args else kwargs["hidden_states"]).detach()
-
-    def keep_kind_and_stop(_module, _args, output):
-        seen["tuple"] = isinstance(output, tuple)
-        raise StopForward
-
-    handles = [
-        block.register_forward_pre_hook(keep_input, with_kwargs=True),
-        block.register_forward_hook(keep_kind_and_stop),
-    ]
-    try:
-        with torch.no_grad():
+    batch = batch.to(next(model.parameters()).device)
+    with _watching_block(model, adapter, layer, stop=True) as seen, torch.no_grad():
+        try:
             base_model(model)(
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
                 position_ids=batch.position_ids,
                 use_cache=False,
             )
-    except StopForward:
-        pass
+        except StopForward:
+            pass
+    return UpperState(batch, layer, seen["input"], (), bool(seen["tuple"]))
+
+
+@contextlib.contextmanager
+def _watching_block(model: nn.Module, adapter: ArchAdapter, layer: int, stop: bool) -> Iterator[dict]:
+    """While open, a forward records (in the yielded dict) the hidden state entering block
+    `layer` ("input") and whether the block returns a tuple ("tuple"); `stop`: the forward then
+    ends there with `StopForward`."""
+    block = model.get_submodule(adapter.block_name(layer))
+    seen: dict[str, object] = {}
+
+    def keep_input(_module, args, kwargs):
+        seen["input"] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+    def keep_output_kind(_module, _args, output):
+        seen["tuple"] = isinstance(output, tuple)
+        if stop:
+            raise StopForward
+
+    handles = [
+        block.register_forward_pre_hook(keep_input, with_kwargs=True),
+        block.register_forward_hook(keep_output_kind),
+    ]
+    try:
+        yield seen
     finally:
         for handle in handles:
             handle.remove()
-    return UpperState(batch, layer, seen["input"], (), bool(seen["tuple"]))
 
 
 @contextlib.contextmanager

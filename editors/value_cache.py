@@ -34,8 +34,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from editors.keys import KeySite
-from editors.values import ValueOptions, ValueResult, combine_results, optimise_values
+from editors.values import ValueOptions, ValueProblem, ValueResult, combine_results, optimise_values
 from lm.files import atomic_path, cache_root
 from lm.loading import model_fingerprint
 from lm.progress import StageProgress
@@ -62,15 +61,14 @@ def model_key(model) -> str:
     return _digest(described)
 
 
-def group_key(model: str, layer: int, site_modules: Sequence[str], options: ValueOptions,
-              members: Sequence[int], sites: Sequence[Sequence[KeySite]],
-              essence: Sequence[KeySite | None], targets: Sequence[Sequence[int]]) -> str:
+def group_key(model: str, problem: ValueProblem, options: ValueOptions, members: Sequence[int]) -> str:
     """The content address of one group's optimisation problem (members in group order)."""
+    sites, essence, targets = problem.sites, problem.essence, problem.targets
     described = {
         "format": VALUE_CACHE_FORMAT,
         "model": model,
-        "layer": layer,
-        "site_modules": list(site_modules),
+        "layer": problem.layer,
+        "site_modules": list(problem.site_modules),
         "options": dataclasses.asdict(options),
         "members": [
             {
@@ -173,12 +171,7 @@ class ValueCache:
 def optimise_reusing(
     cache: ValueCache | None,
     model,
-    layer: int,
-    sites: Sequence[Sequence[KeySite]],
-    essence: Sequence[KeySite | None],
-    targets: Sequence[Sequence[int]],
-    groups: Sequence[Sequence[int]],
-    site_modules: Sequence[str],
+    problem: ValueProblem,
     options: ValueOptions,
     progress: StageProgress | None = None,
 ) -> ValueResult:
@@ -188,19 +181,18 @@ def optimise_reusing(
     equal share of the call's seconds (they ran together, so no finer split is measurable).
     """
     if cache is None:
-        return optimise_values(model, layer, sites, essence, targets, groups, site_modules, options, progress)
+        return optimise_values(model, problem, options, progress)
     started = time.perf_counter()
+    groups = problem.groups
     width = model.get_input_embeddings().weight.shape[1]
-    keys = [group_key(cache.model, layer, site_modules, options, members, sites, essence, targets)
-            for members in groups]
-    found = [cache.store.load(key, site_modules, width) for key in keys]
+    keys = [group_key(cache.model, problem, options, members) for members in groups]
+    found = [cache.store.load(key, problem.site_modules, width) for key in keys]
     parts: list[tuple[list[int], ValueResult]] = [
         ([g], hit) for g, hit in enumerate(found) if hit is not None
     ]
     missing = [g for g, hit in enumerate(found) if hit is None]
     if missing:
-        computed = optimise_values(model, layer, sites, essence, targets, [groups[g] for g in missing],
-                                   site_modules, options, progress)
+        computed = optimise_values(model, problem.with_groups([groups[g] for g in missing]), options, progress)
         share = computed.seconds / len(missing)
         for position, g in enumerate(missing):
             cache.store.save(keys[g], computed.group(position), share)

@@ -84,6 +84,25 @@ class ValueOptions:
 
 
 @dataclass(frozen=True)
+class ValueProblem:
+    """What the value optimisation is asked: `sites[r]` are request r's key sites (bare prompt
+    first), `essence[r]` its drift probe (or None), `targets[r]` its target token ids, `groups`
+    lists request indices per δ, and `site_modules` the modules of block `layer` (l*, or the
+    block itself) whose outputs receive δ."""
+
+    layer: int
+    sites: Sequence[Sequence[KeySite]]
+    essence: Sequence[KeySite | None]
+    targets: Sequence[Sequence[int]]
+    groups: Sequence[Sequence[int]]
+    site_modules: Sequence[str]
+
+    def with_groups(self, groups: Sequence[Sequence[int]]) -> "ValueProblem":
+        """The same requests, optimised for these groups only (a chunk, or a subset)."""
+        return dataclasses.replace(self, groups=groups)
+
+
+@dataclass(frozen=True)
 class ValueResult:
     """Per group g and site: the unedited output h_0 (mean over the group's bare prompts) and δ."""
 
@@ -231,21 +250,12 @@ def forward_copy(model, dtype: str):
 
 def optimise_values(
     model,
-    layer: int,
-    sites: Sequence[Sequence[KeySite]],
-    essence: Sequence[KeySite | None],
-    targets: Sequence[Sequence[int]],
-    groups: Sequence[Sequence[int]],
-    site_modules: Sequence[str],
+    problem: ValueProblem,
     options: ValueOptions,
     progress: StageProgress | None = None,
     memory: MemoryBudget | None = None,
 ) -> ValueResult:
-    """Train one δ per group and site; see the module docstring for the loss.
-
-    `sites[r]` are request r's key sites (bare prompt first), `essence[r]` its drift probe (or
-    None), `targets[r]` its target token ids, `groups` lists request indices per δ, and
-    `site_modules` the modules of block `layer` (l*, or the block itself) whose outputs receive δ.
+    """Train one δ per group of `problem` and site; see the module docstring for the loss.
 
     The groups are optimised in consecutive chunks sized to fit `memory` (default
     `MemoryBudget.resolve`: `EDITSCOPE_MAX_MEMORY`, else a share of the device's free memory)
@@ -255,6 +265,7 @@ def optimise_values(
     different order).
     """
     started = time.perf_counter()
+    groups = problem.groups
     device = next(model.parameters()).device
     budget = memory or MemoryBudget.resolve(device)
     # The room is measured before the compute copy exists and the copy's size subtracted: on a
@@ -263,8 +274,8 @@ def optimise_values(
     runner = forward_copy(model, options.dtype)
     shape = ModelShape.from_model(runner)
     room -= 0 if runner is model else shape.parameter_bytes
-    costs = group_bytes(shape, next(runner.parameters()).element_size(), layer,
-                        sites, essence, targets, groups, use_kl=options.kl_factor > 0,
+    costs = group_bytes(shape, next(runner.parameters()).element_size(), problem.layer,
+                        problem.sites, problem.essence, problem.targets, groups, use_kl=options.kl_factor > 0,
                         eager=runner.config._attn_implementation == "eager")
     chunk = chunk_for(room, costs)
     # Progress counts steps over all chunks; halving a chunk re-plans the ones still to run.
@@ -275,8 +286,8 @@ def optimise_values(
             progress(stage, counts["steps"] + done, total * counts["chunks"])
 
     def optimise_chunk(chosen: list[int]) -> ValueResult:
-        result = _optimise_chunk(runner, layer, sites, essence, targets, [groups[g] for g in chosen],
-                                 site_modules, options, chunk_progress, budget)
+        result = _optimise_chunk(runner, problem.with_groups([groups[g] for g in chosen]), options,
+                                 chunk_progress, budget)
         counts["steps"] += options.steps
         counts["groups"] += len(chosen)
         return result
@@ -308,23 +319,19 @@ def group_bytes(shape: ModelShape, compute_bytes: int, layer: int, sites: Sequen
 
 def _optimise_chunk(
     runner,
-    layer: int,
-    sites: Sequence[Sequence[KeySite]],
-    essence: Sequence[KeySite | None],
-    targets: Sequence[Sequence[int]],
-    groups: Sequence[Sequence[int]],
-    site_modules: Sequence[str],
+    problem: ValueProblem,
     options: ValueOptions,
     progress: StageProgress | None,
     budget: MemoryBudget,
 ) -> ValueResult:
-    """`optimise_values` for the requests of `groups` in one batched pass (`runner` is the
-    model copy the forward/backward runs on)."""
+    """`optimise_values` for the requests of `problem.groups` in one batched pass (`runner` is
+    the model copy the forward/backward runs on)."""
     started = time.perf_counter()
+    layer, site_modules, groups = problem.layer, problem.site_modules, problem.groups
     adapter = adapter_for(runner)
     modules = [runner.get_submodule(name) for name in site_modules]
     original_groups = [list(members) for members in groups]
-    sites, essence, targets, groups = _restricted_to(groups, sites, essence, targets)
+    sites, essence, targets, groups = _restricted_to(groups, problem.sites, problem.essence, problem.targets)
     plan = _plan(sites, essence, targets, groups, use_kl=options.kl_factor > 0)
     rows = _Buckets(runner, adapter, layer, plan.prefixes, plan.suffixes)
 

@@ -103,7 +103,7 @@ def _measure_batch(batch: int) -> dict:
     from editors.hparams import load_hparams
     from editors.kv_editor import prepare_batch
     from editors.memory_plan import plan_values
-    from editors.values import ValueOptions, optimise_values
+    from editors.values import ValueOptions, ValueProblem, optimise_values
     from lm.adapters import adapter_for
     from lm.loading import load
     from lm.memory import MemoryBudget, ModelShape, dtype_bytes
@@ -115,9 +115,9 @@ def _measure_batch(batch: int) -> dict:
     prepared = prepare_batch(model, tok, requests, hparams)
     device = next(model.parameters()).device
     with PeakMemory(device) as peak:
-        optimise_values(model, hparams.last_layer, prepared.sites, prepared.essence, prepared.targets,
-                        [[r] for r in range(batch)], (adapter_for(model).block_name(hparams.last_layer),),
-                        ValueOptions.from_hparams(hparams), memory=MemoryBudget(10**15))
+        problem = ValueProblem(hparams.last_layer, prepared.sites, prepared.essence, prepared.targets,
+                               [[r] for r in range(batch)], (adapter_for(model).block_name(hparams.last_layer),))
+        optimise_values(model, problem, ValueOptions.from_hparams(hparams), memory=MemoryBudget(10**15))
     compute = dtype_bytes({"float32": torch.float32, "bfloat16": torch.bfloat16}[hparams.v_dtype])
     plan = plan_values(ModelShape.from_model(model), hparams, batch, compute, None, on_cpu=device.type == "cpu")
     del moments
@@ -133,7 +133,7 @@ def measure_small_llama(requests: int = 10, seed: int = 0) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from editors.keys import KeySite
-    from editors.values import ValueOptions, group_bytes, optimise_values
+    from editors.values import ValueOptions, ValueProblem, group_bytes, optimise_values
     from lm.adapters import adapter_for
     from lm.memory import MemoryBudget, ModelShape
 
@@ -156,8 +156,8 @@ def measure_small_llama(requests: int = 10, seed: int = 0) -> dict:
     estimate = sum(group_bytes(ModelShape.from_model(model), 4, 1, sites, essence, targets, groups, use_kl=True,
                                eager=model.config._attn_implementation == "eager"))
     with PeakMemory(torch.device("cpu")) as peak:
-        optimise_values(model, 1, sites, essence, targets, groups, (adapter_for(model).block_name(1),), options,
-                        memory=MemoryBudget(10**15))
+        problem = ValueProblem(1, sites, essence, targets, groups, (adapter_for(model).block_name(1),))
+        optimise_values(model, problem, options, memory=MemoryBudget(10**15))
     return {"estimated": estimate, "measured": peak.extra_bytes}
 
 

@@ -8,7 +8,7 @@ import torch
 
 from data.requests import EditRequest
 from editors.keys import essence_sites, request_sites
-from editors.values import ValueOptions, optimise_values
+from editors.values import ValueOptions, ValueProblem, optimise_values
 from lm.adapters import adapter_for
 
 REQUESTS = (
@@ -29,9 +29,9 @@ def test_a_request_already_predicted_stops_at_once_and_the_others_continue(tiny_
     options = dict(steps=5, lr=0.1, weight_decay=0.5, clamp_factor=0.75, kl_factor=1.0, early_stop=0.05,
                    argmax_nll_weight=0.1, dtype="float32")
 
-    with_stop = optimise_values(model, 2, sites, essence, targets, [[0], [1]], block,
-                                ValueOptions(**options, argmax_stop_kl=0.01))
-    without = optimise_values(model, 2, sites, essence, targets, [[0], [1]], block, ValueOptions(**options))
+    problem = ValueProblem(2, sites, essence, targets, [[0], [1]], block)
+    with_stop = optimise_values(model, problem, ValueOptions(**options, argmax_stop_kl=0.01))
+    without = optimise_values(model, problem, ValueOptions(**options))
 
     assert with_stop.loss[0] > options["early_stop"]  # the loss alone would not have stopped it
     assert with_stop.updates.tolist()[0] == 0 and without.updates.tolist()[0] > 0

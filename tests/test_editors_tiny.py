@@ -153,15 +153,16 @@ def test_layerwise_keys_match_a_fresh_read_of_the_partially_edited_model(tiny, t
 def test_batched_value_optimisation_equals_one_request_at_a_time(tiny, tok, cache):
     from editors.hparams import load_hparams
     from editors.kv_editor import prepare_batch
-    from editors.values import ValueOptions, optimise_values
+    from editors.values import ValueOptions, ValueProblem, optimise_values
 
     hparams = load_hparams("memit", tiny.config.model_type, {**FAST, "v_dtype": "float32", "v_lr": 0.05})
     batch = prepare_batch(tiny, tok, REQUESTS, hparams)
     site = (adapter_for(tiny).block_name(2),)
     options = ValueOptions.from_hparams(hparams)
-    together = optimise_values(tiny, 2, batch.sites, batch.essence, batch.targets, [[0], [1], [2]], site, options)
+    problem = ValueProblem(2, batch.sites, batch.essence, batch.targets, [[0], [1], [2]], site)
+    together = optimise_values(tiny, problem, options)
     for index in range(len(REQUESTS)):
-        alone = optimise_values(tiny, 2, batch.sites, batch.essence, batch.targets, [[index]], site, options)
+        alone = optimise_values(tiny, problem.with_groups([[index]]), options)
         torch.testing.assert_close(together.targets(site[0])[index], alone.targets(site[0])[0], atol=1e-4, rtol=1e-4)
         assert together.updates[index] == alone.updates[0]
 

@@ -12,7 +12,7 @@ import torch
 import editors.values as values_module
 from data.requests import EditRequest
 from editors.keys import essence_sites, request_sites, target_ids
-from editors.values import ValueOptions, group_bytes, optimise_values
+from editors.values import ValueOptions, ValueProblem, group_bytes, optimise_values
 from lm.adapters import adapter_for
 from lm.memory import MemoryBudget, ModelShape, chunk_for, is_out_of_memory, parse_size, run_in_chunks
 from tiny_models import tiny_model
@@ -47,8 +47,8 @@ def problem(tiny_tok):
 def optimise(problem, **kwargs):
     model, sites, essence, targets = problem
     site = (adapter_for(model).block_name(LAYER),)
-    return optimise_values(model, LAYER, sites, essence, targets, [[r] for r in range(len(REQUESTS))],
-                           site, OPTIONS, **kwargs)
+    groups = [[r] for r in range(len(REQUESTS))]
+    return optimise_values(model, ValueProblem(LAYER, sites, essence, targets, groups, site), OPTIONS, **kwargs)
 
 
 def costs(problem) -> list[int]:

@@ -5,7 +5,8 @@ import dataclasses
 
 import pytest
 import torch
-from test_retrieval_support import build_tokenizer, requests, tiny_encoder, tiny_llm
+from test_retrieval_support import requests, tiny_llm
+from test_retrieval_support import encoder, llm, tok  # noqa: F401 (fixtures)
 
 from data.requests import EditRequestError
 from lm.scoring import LMScorer, output_logits, pad_sequences
@@ -16,21 +17,6 @@ from retrieval.incontext import InContextEditor
 from retrieval.medrek import new_medrek, new_medrek_copy
 from retrieval.memory import MemoryFormatError, NetworkIdentity
 from retrieval.recipe import new_recipe
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llm(tok):
-    return tiny_llm(tok)
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return tiny_encoder()
 
 
 @pytest.fixture(params=["recipe", "medrek", "medrek_copy", "ike"])

@@ -5,7 +5,8 @@ import copy
 
 import pytest
 import torch
-from test_retrieval_support import build_tokenizer, requests, tiny_encoder, tiny_llm
+from test_retrieval_support import requests
+from test_retrieval_support import encoder, llm, tok  # noqa: F401 (fixtures)
 
 from lm.scoring import LMScorer
 from retrieval.checkpoint import CheckpointError
@@ -13,21 +14,6 @@ from retrieval.editor import RetrievalEditor
 from retrieval.incontext import CONTEXT_TEMPLATE, InContextEditor, context_text
 from retrieval.medrek import new_medrek, new_medrek_copy
 from retrieval.network import statement_text
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llm(tok):
-    return tiny_llm(tok)
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return tiny_encoder()
 
 
 def ike(encoder, llm):

@@ -1,11 +1,13 @@
 """Tiny random models shared by the retrieval tests (this module holds no tests itself).
 
 A 2-layer Llama and a 1-layer BERT over one byte-level BPE vocabulary trained here: every
-retrieval code path runs on them in milliseconds, with nothing downloaded.
+retrieval code path runs on them in milliseconds, with nothing downloaded. The fixtures `tok`,
+`llm` and `encoder` hold one of each per test module that imports them.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -69,3 +71,18 @@ def tiny_encoder(seed: int = 0) -> KnowledgeEncoder:
         intermediate_size=32, max_position_embeddings=64,
     )
     return KnowledgeEncoder(BertModel(config), tok, "tiny-bert").eval()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def llm(tok):
+    return tiny_llm(tok)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return tiny_encoder()

@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 import torch
-from test_retrieval_support import build_tokenizer, requests, tiny_encoder, tiny_llm
+from test_retrieval_support import requests
+from test_retrieval_support import encoder, llm, tok  # noqa: F401 (fixtures)
 
 from experiments.commands.train import harness_evaluation
 from retrieval.checkpoint import CheckpointError, load_network
@@ -13,21 +14,6 @@ from retrieval.medrek import new_medrek
 from retrieval.recipe import new_recipe
 from retrieval.training import BEST_FILE, STATE_FILE, Trainer, TrainingConfig
 from retrieval.training_data import TrainingData, without_confounded_probes
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def llm(tok):
-    return tiny_llm(tok)
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return tiny_encoder()
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,9 @@ import click
 from covariance.distributed import current_rank
 from data.benchmarks import BENCHMARKS
 from experiments.commands.common import field_map_option, max_target_tokens_option
-from experiments.commands.sweep import batch_size_jobs, batch_sizes_of, line_up, run_jobs, sweep_edits
+from experiments.commands.sweep import batch_sizes_of, run_batch_size_sweep, sweep_edits
 from experiments.commands.sweep_options import SweepArguments, sweep_options
 from experiments.console import fail
-from experiments.edit_sets import cut_long_targets
 from experiments.tables import comparison_table
 from lm.loading import load
 
@@ -47,7 +46,7 @@ def medical_command(benchmark_text, batch_text, edits, fields, max_target_tokens
     table per benchmark and batch size, one report."""
     sizes = batch_sizes_of(batch_text, "--batch")
     benchmarks = medical_benchmarks(benchmark_text)
-    names = sweep.editor_names()
+    sweep.editor_names()  # exits 2 on an unknown name before anything is drawn or loaded
     rank = current_rank()
     out = sweep.console(rank)
     # --fields reads the benchmark files given by path; the shipped ones have their own layout.
@@ -55,13 +54,7 @@ def medical_command(benchmark_text, batch_text, edits, fields, max_target_tokens
                              None if benchmark in BENCHMARKS else fields)
                  for seed in sweep.seeds for benchmark in benchmarks]
     model, tok = load(sweep.model_name)
-    edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
-    # The first benchmark's tables: the shipped medical tables serve all three medical benchmarks.
-    hparams = sweep.hparams(edit_sets[0].dataset.benchmark)
-    lineup = line_up(names, model, out, hparams=hparams)
-    jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
-    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
-                       plan=sweep.worker_plan(len(jobs), hparams=hparams))
+    edit_sets, jobs, records = run_batch_size_sweep(edit_sets, sizes, model, tok, max_target_tokens, sweep, rank, out)
     if records is None:
         return
     for edit_set in edit_sets:

@@ -1,4 +1,8 @@
-"""`editscope covariance`: precompute (or find in the cache) MLP key second moments."""
+"""`editscope covariance`: precompute (or find in the cache) MLP key second moments.
+
+With `--null-space-shares` it also prints, per layer, how many dimensions AlphaEdit's energy
+rule keeps at each share of trace(C) and what the reference's absolute threshold keeps
+(the AlphaEdit reference code counts eigenvalues below τ = 2e-2 as null space)."""
 
 from __future__ import annotations
 
@@ -13,12 +17,13 @@ from covariance.cache_hit import LocalModel, cached_second_moments, remember_ide
 from covariance.collect import CollectOptions
 from covariance.corpus import DEFAULT_CORPUS, load_corpus
 from covariance.distributed import current_rank
-from covariance.stats import check_layers, second_moments
+from covariance.stats import SecondMoment, check_layers, second_moments
 from experiments.commands.common import model_option, parse_layer_option
 from experiments.console import console, fail, progress_bar
 from lm.loading import load
 
 LOAD_DTYPE = torch.float32  # the statistics' model; the memoised identity is per load dtype
+REFERENCE_THRESHOLD = 2e-2  # the AlphaEdit reference's absolute eigenvalue threshold
 
 
 @click.command("covariance")
@@ -31,9 +36,13 @@ LOAD_DTYPE = torch.float32  # the statistics' model; the memoised identity is pe
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Sequences per forward.")
 @click.option("--dtype", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True,
               help="Forward precision (sums are always float64).")
+@click.option("--null-space-shares", default=None, metavar="S1,S2,...",
+              help="Also show AlphaEdit's null-space dimension per layer at these shares of trace(C), "
+                   "e.g. 0.001,0.01,0.1, and what the reference's threshold τ = 2e-2 keeps.")
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def covariance_command(model_name, layers, tokens, corpus, max_length, batch_size, dtype, quiet, as_json):
+def covariance_command(model_name, layers, tokens, corpus, max_length, batch_size, dtype, null_space_shares,
+                       quiet, as_json):
     """Compute uncentred key second moments E[k kᵀ] for several layers in one pass, cached.
 
     Runs under `torchrun --nproc_per_node N cli.py covariance ...` too: each rank sums a shard.
@@ -43,6 +52,7 @@ def covariance_command(model_name, layers, tokens, corpus, max_length, batch_siz
         fail(f"--tokens must be positive, not {tokens}.")
     if max_length < 2 or batch_size < 1:
         fail("--max-length must be at least 2 and --batch-size at least 1.")
+    shares = parse_shares(null_space_shares) if null_space_shares is not None else ()
     rank = current_rank()
     out = console(quiet or as_json or not rank.is_main)
     options = CollectOptions(token_budget=tokens, max_length=max_length,
@@ -70,6 +80,9 @@ def covariance_command(model_name, layers, tokens, corpus, max_length, batch_siz
         {"layer": s.layer, "tokens": s.tokens, "trace": float(s.matrix().trace()), "path": str(s.path)}
         for s in stats.values()
     ]
+    if shares:
+        for row, moment in zip(rows, stats.values()):
+            row["null_space"] = null_space_dimensions(moment, shares)
     if as_json:
         click.echo(json.dumps({"model": model_name, "seconds": round(seconds, 3), "layers": rows}, indent=2))
         return
@@ -80,4 +93,45 @@ def covariance_command(model_name, layers, tokens, corpus, max_length, batch_siz
     for row in rows:
         table.add_row(str(row["layer"]), f"{row['tokens']:,}", f"{row['trace']:.2f}", row["path"])
     out.print(table)
+    if shares:
+        out.print(null_space_table(rows, shares, f"{model_name}, {tokens} tokens"))
     out.print(f"Done in {seconds:.1f} s.")
+
+
+def parse_shares(text: str) -> tuple[float, ...]:
+    try:
+        shares = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        fail(f"--null-space-shares must be comma-separated numbers, not {text!r}.")
+    if not shares or not all(0 < share <= 1 for share in shares):
+        fail(f"--null-space-shares needs shares in (0, 1], not {text!r}.")
+    return shares
+
+
+def null_space_dimensions(moment: SecondMoment, shares: tuple[float, ...]) -> dict:
+    """What each null-space rule keeps of this layer's C (the rules of editors/solve.py)."""
+    C = moment.matrix().double()
+    eigenvalues = torch.linalg.eigvalsh((C + C.T) / 2).clamp_min(0)
+    total = eigenvalues.sum()
+    cumulative = eigenvalues.cumsum(0)  # ascending eigenvalues: the energy rule keeps a prefix
+    below = eigenvalues < REFERENCE_THRESHOLD
+    return {
+        "width": len(eigenvalues),
+        "kept_at_share": {repr(share): int((cumulative <= share * total).sum()) for share in shares},
+        "threshold_kept": int(below.sum()),
+        "threshold_energy_share": float(eigenvalues[below].sum() / total),
+    }
+
+
+def null_space_table(rows: list[dict], shares: tuple[float, ...], about: str) -> Table:
+    table = Table(title=f"Null-space dimension kept (of d_ff) per layer, {about}")
+    for column in ("Layer", "trace(C)", *(f"≤{100 * share:g}%" for share in shares),
+                   "τ = 2e-2: dims", "τ = 2e-2: energy"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        kept = row["null_space"]
+        table.add_row(str(row["layer"]), f"{row['trace']:.1f}",
+                      *(str(kept["kept_at_share"][repr(share)]) for share in shares),
+                      f"{kept['threshold_kept']} / {kept['width']}",
+                      f"{100 * kept['threshold_energy_share']:.1f}%")
+    return table

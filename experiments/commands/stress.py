@@ -22,7 +22,7 @@ from data.requests import EditRequest
 from experiments.commands.common import field_map_option, max_target_tokens_option
 from experiments.commands.compare import BENCHMARK_HELP
 from experiments.commands.sweep import (
-    Job, batch_size_jobs, batch_sizes_of, job_akd_entries, line_up, run_jobs, sweep_edits,
+    Job, batch_sizes_of, job_akd_entries, line_up, run_batch_size_sweep, run_jobs, sweep_edits,
 )
 from experiments.commands.sweep_options import SweepArguments, sweep_options
 from experiments.console import fail
@@ -155,18 +155,13 @@ def same_subject_table(jobs: Sequence[Job], records: Sequence[RunRecord], title:
 def batch_sweep_command(benchmark, split, fields, max_target_tokens, batch_sizes, edits, sweep: SweepArguments):
     """Every editor's scores against batch size on one benchmark (MedREK Tables 2–3 shape)."""
     sizes = batch_sizes_of(batch_sizes, "--batch-sizes")
-    names = sweep.editor_names()
+    sweep.editor_names()  # exits 2 on an unknown name before anything is drawn or loaded
     rank = current_rank()
     out = sweep.console(rank)
     edit_sets = [sweep_edits(benchmark, sizes, edits, seed, split, "--batch-sizes", fields)
                  for seed in sweep.seeds]
     model, tok = load(sweep.model_name)
-    edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
-    hparams = sweep.hparams(edit_sets[0].dataset.benchmark)  # one benchmark, every seed
-    lineup = line_up(names, model, out, hparams=hparams)
-    jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
-    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
-                       plan=sweep.worker_plan(len(jobs), hparams=hparams))
+    edit_sets, jobs, records = run_batch_size_sweep(edit_sets, sizes, model, tok, max_target_tokens, sweep, rank, out)
     if records is None:
         return
     for edit_set in edit_sets:

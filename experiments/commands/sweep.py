@@ -23,6 +23,7 @@ from editors.akd import batch_keys
 from editors.hparams_files import HparamsRequest
 from editors.protocol import Editor
 from experiments.commands.common import parse_csv_ints
+from experiments.commands.sweep_options import SweepArguments
 from experiments.console import job_board, progress_bar
 from experiments.discovery import LINEUP_NAMES, EditorUnavailable, build_lineup_editor, defaults_note
 from experiments.edit_sets import EditSet, cut_long_targets, draw_edits
@@ -85,6 +86,22 @@ def sweep_edits(benchmark: str, sizes: Sequence[int], edits: int | None, seed: i
 def batch_size_jobs(lineup: Mapping[str, Editor], edits: EditSet, sizes: Sequence[int]) -> list[Job]:
     """Every editor of the line-up at every batch size, on the same edits (editor-major)."""
     return [Job(name, edits, size) for name in lineup for size in sizes]
+
+
+def run_batch_size_sweep(edit_sets: Sequence[EditSet], sizes: Sequence[int], model: Any, tok: Any,
+                         max_target_tokens: int | None, sweep: SweepArguments, rank: Rank,
+                         out: Console) -> tuple[list[EditSet], list[Job], list[RunRecord] | None]:
+    """Every editor at every batch size on each edit set (targets cut to `max_target_tokens`):
+    the edit sets as cut, the jobs, and `run_jobs`' records (None off rank 0)."""
+    edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
+    # The first edit set's benchmark picks the tables (`stress batch-sweep` has one benchmark;
+    # the shipped medical tables of `bench medical` serve all three medical benchmarks).
+    hparams = sweep.hparams(edit_sets[0].dataset.benchmark)
+    lineup = line_up(sweep.editor_names(), model, out, hparams=hparams)
+    jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
+    records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
+                       plan=sweep.worker_plan(len(jobs), hparams=hparams))
+    return edit_sets, jobs, records
 
 
 def run_jobs(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok: Any,

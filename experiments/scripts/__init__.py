@@ -1,1 +1,0 @@
-"""Runnable comparisons: `python -m experiments.scripts.<name> --help`."""
