@@ -3,7 +3,6 @@ and cached again, for files and folders alike (the dequantised default model, ba
 
 from __future__ import annotations
 
-import logging
 
 import pytest
 from tiny_models import tiny_model

@@ -11,7 +11,7 @@ from experiments.commands.common import (
     seed_option, workers_option,
 )
 from experiments.commands.sweep import line_up, run_jobs
-from experiments.commands.sweep_options import parse_seeds, seeds_option, worker_plan
+from experiments.commands.sweep_options import chosen_seeds, seeds_option, worker_plan
 from experiments.console import console, fail
 from experiments.edit_sets import cut_long_targets, draw_edits
 from experiments.records import Settings
@@ -54,7 +54,7 @@ def compare_command(editor_list, benchmark, split, fields, max_target_tokens, ba
     out = console(quiet or as_json)
     settings = Settings(fluency_prompts=fluency_prompts, fluency_new_tokens=fluency_tokens,
                         perplexity_tokens=perplexity_tokens)
-    seeds = parse_seeds(seeds_text) if seeds_text else (seed,)
+    seeds = chosen_seeds(seed, seeds_text)
     drawn = [draw_edits(benchmark, batch_size, each, split, fields, asked_by=f"--batch {batch_size}") for each in seeds]
     hparams = hparams_request(hparams_files, drawn[0].dataset.benchmark, names)
     model, tok = load(model_name)

@@ -40,8 +40,7 @@ class SweepArguments:
 
     @property
     def seeds(self) -> tuple[int, ...]:
-        """--seeds (each draws its own batch of edits), else the one --seed."""
-        return parse_seeds(self.seeds_text) if self.seeds_text else (self.seed,)
+        return chosen_seeds(self.seed, self.seeds_text)
 
     @property
     def settings(self) -> Settings:
@@ -96,6 +95,11 @@ def sweep_options(default_editors: str = "all"):
         return gathered
 
     return decorate
+
+
+def chosen_seeds(seed: int, seeds_text: str | None) -> tuple[int, ...]:
+    """--seeds (each draws its own batch of edits), else the one --seed."""
+    return parse_seeds(seeds_text) if seeds_text else (seed,)
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

@@ -18,9 +18,10 @@ from experiments.report.analyses import (
 )
 from experiments.report.blocks import Bullet, Bullets, Code, Document, Paragraph, Section, Table
 from experiments.report.document import Report
-from experiments.report.formatting import MISSING, fixed, group_label, percent, plus_minus, seconds
+from experiments.report.formatting import MISSING, fixed, group_label, percent, seconds
 from experiments.report.plots import RETRIEVAL_OUTCOMES, report_plots, tradeoff_plot
 from experiments.report.rows import ResultRow, final_rows, locality_groups, result_rows
+from experiments.tables import plus_minus
 
 CEILING_MARK = "†"
 REFERENCE_EDITOR = "unedited"

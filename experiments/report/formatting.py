@@ -7,7 +7,7 @@ fractions with six decimals and leave missing values empty.
 
 from __future__ import annotations
 
-from experiments.tables import GROUP_LABELS, plus_minus  # noqa: F401  (re-exported for the report)
+from experiments.tables import GROUP_LABELS
 
 MISSING = "–"
 
