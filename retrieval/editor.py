@@ -74,7 +74,7 @@ class KnowledgeStore:
         value_features = encoded[[row[text] for text in statements]]
         key_features = encoded[[row[text] for text in key_texts]]
         keys = self.network.keys(key_features)
-        return keys, self.network.statement_prompts(value_features, statements, llm, tok)
+        return keys, self.network.statement_prompts(value_features, statements, llm, tok, self.encoder)
 
     def remove(self, ids: Sequence[int]) -> None:
         self.memory.remove(ids)

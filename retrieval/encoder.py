@@ -149,6 +149,28 @@ class KnowledgeEncoder(nn.Module):
         restore = torch.argsort(torch.tensor(order, device=self.device))
         return torch.cat(pooled)[restore]
 
+    def token_states(self, texts: Sequence[str], limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-layer states of each text's last `limit` non-special tokens, last token first:
+        (states [N, n, h], mask [N, n]) with n <= limit, on the encoder's device (MedREK's
+        encoder slots; the special tokens' states are the same for every text)."""
+        if isinstance(texts, str):
+            raise TypeError("token_states() takes a sequence of texts, not a single string.")
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length,
+            return_tensors="pt", return_special_tokens_mask=True,
+        ).to(self.device)
+        special = batch.pop("special_tokens_mask").to(torch.bool)
+        hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        ordinary = batch["attention_mask"].to(torch.bool) & ~special
+        rows = [hidden[row, ordinary[row]].flip(0)[:limit] for row in range(len(texts))]
+        longest = max((len(states) for states in rows), default=0)
+        states = hidden.new_zeros(len(rows), longest, hidden.shape[-1])
+        mask = torch.zeros(len(rows), longest, dtype=torch.bool, device=hidden.device)
+        for row, row_states in enumerate(rows):
+            states[row, : len(row_states)] = row_states
+            mask[row, : len(row_states)] = True
+        return states, mask
+
     def encode_embeddings(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -39,7 +40,7 @@ class ProjectionMLP(nn.Module):
 class MLPPromptEncoder(nn.Module):
     """RECIPE's MLP_P: residual block on r, then `Linear(r -> T·d)` reshaped to T prompt tokens.
 
-    `copy_embeds` / `copy_mask` are accepted (and ignored) so both encoders share one call.
+    The copy and encoder slots are accepted (and ignored) so both encoders share one call.
     """
 
     def __init__(self, width: int, length: int, llm_width: int, embedding_scale: float):
@@ -56,8 +57,10 @@ class MLPPromptEncoder(nn.Module):
         z: torch.Tensor,
         copy_embeds: torch.Tensor | None = None,
         copy_mask: torch.Tensor | None = None,
+        encoder_states: torch.Tensor | None = None,
+        encoder_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        del copy_embeds, copy_mask
+        del copy_embeds, copy_mask, encoder_states, encoder_mask
         return self.output(self.residual(z)).view(-1, self.length, self.llm_width)
 
 
@@ -69,7 +72,11 @@ class AttentionPromptEncoder(nn.Module):
       - `slots` knowledge slots projected from `z` (`reshape(W_s z)`, m tokens), and
       - up to `copy_tokens` copy slots: the LLM's own input embeddings of the statement's last
         tokens (the target and the end of the question), each keyed with a learned vector for
-        its position counted from the end, so a query can pick "the j-th token from the end".
+        its position counted from the end, so a query can pick "the j-th token from the end";
+      - up to `encoder_tokens` encoder slots: the knowledge encoder's own last-layer states of
+        the statement's last tokens, normalised and projected (`Linear(h -> d)`) into the LLM's
+        width, keyed by position from the end like copy slots. They carry each target token's
+        contextual state from the knowledge representation, not the LLM's embedding of it.
     The published code attends over one key/value vector, where every attention weight is 1
     and all T outputs coincide (MedREK §4.2.2's encoder as released); here they can differ. Copy slots
     let a prompt carry a name the encoder never saw in training: values pass token embeddings
@@ -78,7 +85,9 @@ class AttentionPromptEncoder(nn.Module):
     Initialisation: value and output projections are the identity and query t is matched to
     copy slot T-1-t, so the untrained prompt is the statement's last T tokens in reading order
     (an in-context statement, which the frozen LLM already half follows); training starts from
-    there instead of from noise.
+    there instead of from noise. Without copy slots query t is matched to encoder slot T-1-t the
+    same way: the untrained prompt is then a random projection of the encoder's states of the
+    statement's last T tokens, each prompt token tied to one token of the statement from the start.
     """
 
     # Attention score (per head) of a query with its matched copy slot at initialisation: high
@@ -97,14 +106,19 @@ class AttentionPromptEncoder(nn.Module):
         slots: int,
         copy_tokens: int,
         heads: int,
+        encoder_tokens: int = 0,
+        encoder_width: int = 0,
     ):
         super().__init__()
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}.")
         if llm_width % heads:
             raise ValueError(f"heads ({heads}) must divide the LLM width ({llm_width}).")
+        if encoder_tokens and encoder_width < 1:
+            raise ValueError("Encoder slots need the encoder's hidden width.")
         self.length, self.llm_width = length, llm_width
         self.slots, self.copy_tokens, self.heads = slots, copy_tokens, heads
+        self.encoder_tokens = encoder_tokens
         self.query_from_z = nn.Linear(width, length * llm_width)
         self.slots_from_z = nn.Linear(width, slots * llm_width)
         for projection in (self.query_from_z, self.slots_from_z):
@@ -116,10 +130,15 @@ class AttentionPromptEncoder(nn.Module):
         self.slot_position = nn.Parameter(torch.randn(slots, llm_width) * self.SLOT_KEY_STD)
         self.copy_position = None  # without copy slots the prompt sees nothing of the LLM
         if copy_tokens:
-            copy_position = torch.randn(copy_tokens, llm_width) * match_std
-            for slot in range(min(length, copy_tokens)):
-                copy_position[slot] = self.query_position.detach()[length - 1 - slot]
-            self.copy_position = nn.Parameter(copy_position)
+            self.copy_position = nn.Parameter(self._matched_positions(copy_tokens, match_std))
+        self.encoder_position = self.from_encoder = None
+        if encoder_tokens:
+            matched = not copy_tokens
+            self.encoder_position = nn.Parameter(self._matched_positions(encoder_tokens, match_std, matched))
+            self.from_encoder = nn.Linear(encoder_width, llm_width)
+            # The states are layer-normalised first (entries of unit scale), so this starts the
+            # encoder slots at the scale of the LLM's token embeddings.
+            _scale_init(self.from_encoder, embedding_scale / math.sqrt(encoder_width))
         self.key = nn.Linear(llm_width, llm_width)
         self.value = nn.Linear(llm_width, llm_width)
         self.output = nn.Linear(llm_width, llm_width)
@@ -130,25 +149,44 @@ class AttentionPromptEncoder(nn.Module):
             nn.init.eye_(projection.weight)
             nn.init.zeros_(projection.bias)
 
+    def _matched_positions(self, count: int, std: float, matched: bool = True) -> torch.Tensor:
+        """Key vectors of `count` slots counted from the end; with `matched`, slot j gets query
+        T-1-j's position vector, so each query first looks at one of the last T tokens."""
+        position = torch.randn(count, self.llm_width) * std
+        if matched:
+            for slot in range(min(self.length, count)):
+                position[slot] = self.query_position.detach()[self.length - 1 - slot]
+        return position
+
     def forward(
         self,
         z: torch.Tensor,
         copy_embeds: torch.Tensor | None = None,
         copy_mask: torch.Tensor | None = None,
+        encoder_states: torch.Tensor | None = None,
+        encoder_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Prompts [B, T, d]. `copy_embeds` [B, n, d]: slot j is the j-th token from the end."""
+        """Prompts [B, T, d]. `copy_embeds` [B, n, d] and `encoder_states` [B, n, h]: slot j is
+        the j-th token from the end (masks [B, n] mark the real ones)."""
         batch = z.shape[0]
         queries = self.query_from_z(z).view(batch, self.length, -1) + self.query_position
-        values = self.slots_from_z(z).view(batch, self.slots, -1)
-        position = self.slot_position.expand(batch, -1, -1)
-        available = torch.ones(batch, self.slots, dtype=torch.bool, device=z.device)
-        if self.copy_tokens and copy_embeds is not None and copy_embeds.shape[1]:
-            count = min(copy_embeds.shape[1], self.copy_tokens)
-            values = torch.cat([values, copy_embeds[:, :count].to(z.dtype)], dim=1)
-            position = torch.cat([position, self.copy_position[:count].expand(batch, -1, -1)], dim=1)
-            available = torch.cat([available, copy_mask[:, :count].to(torch.bool)], dim=1)
-        keys = self.key(values) + position
-        return self.output(self._attend(queries, keys, self.value(values), available))
+        values = [self.slots_from_z(z).view(batch, self.slots, -1)]
+        positions = [self.slot_position.expand(batch, -1, -1)]
+        available = [torch.ones(batch, self.slots, dtype=torch.bool, device=z.device)]
+        groups = []
+        if self.copy_tokens and copy_embeds is not None:
+            groups.append((copy_embeds.to(z.dtype), copy_mask, self.copy_position, self.copy_tokens))
+        if self.encoder_tokens and encoder_states is not None:
+            normalised = F.layer_norm(encoder_states.to(z.dtype), encoder_states.shape[-1:])
+            groups.append((self.from_encoder(normalised), encoder_mask, self.encoder_position, self.encoder_tokens))
+        for tokens, mask, position, limit in groups:
+            count = min(tokens.shape[1], limit)
+            values.append(tokens[:, :count])
+            positions.append(position[:count].expand(batch, -1, -1))
+            available.append(mask[:, :count].to(torch.bool))
+        values = torch.cat(values, dim=1)
+        keys = self.key(values) + torch.cat(positions, dim=1)
+        return self.output(self._attend(queries, keys, self.value(values), torch.cat(available, dim=1)))
 
     def _attend(self, queries, keys, values, available) -> torch.Tensor:
         batch, length, width = queries.shape

@@ -55,6 +55,9 @@ class NetworkConfig:
     sentinel_tokens: int = 10
     slots: int = 4
     copy_tokens: int = 0
+    # Encoder slots: the knowledge encoder's last-layer states of the statement's last tokens.
+    # Checkpoints written before this setting existed have none (the default).
+    encoder_tokens: int = 0
     heads: int = 8
     initial_logit_scale: float = 10.0
 
@@ -72,8 +75,9 @@ class NetworkConfig:
         for field in ("width", "prompt_length", "sentinel_tokens", "slots", "heads"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be at least 1, got {getattr(self, field)}.")
-        if self.copy_tokens < 0:
-            raise ValueError(f"copy_tokens must be non-negative, got {self.copy_tokens}.")
+        for field in ("copy_tokens", "encoder_tokens"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"{field} must be non-negative, got {getattr(self, field)}.")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,6 +110,7 @@ class RetrievalNetwork(nn.Module):
             self.prompt_encoder = AttentionPromptEncoder(
                 config.width, config.prompt_length, config.llm_width, config.embedding_scale,
                 slots=config.slots, copy_tokens=config.copy_tokens, heads=config.heads,
+                encoder_tokens=config.encoder_tokens, encoder_width=config.encoder_hidden,
             )
         else:
             self.prompt_encoder = MLPPromptEncoder(
@@ -164,24 +169,36 @@ class RetrievalNetwork(nn.Module):
         """The sentinel's unit key [1, r], projected like a memory key."""
         return self.keys(self.sentinel.pooled(encoder))
 
+    @property
+    def reads_encoder_tokens(self) -> bool:
+        """Whether prompts attend over the knowledge encoder's token states of the statement."""
+        return self.config.prompt_encoder == "attention" and self.config.encoder_tokens > 0
+
     def prompts(
         self,
         value_features: torch.Tensor,
         copy_embeds: torch.Tensor | None = None,
         copy_mask: torch.Tensor | None = None,
+        encoder_states: torch.Tensor | None = None,
+        encoder_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Continuous prompts [N, T, d] from pooled statement vectors [N, 4h] (+ copy slots)."""
+        """Continuous prompts [N, T, d] from pooled statement vectors [N, 4h] (+ token slots)."""
         mlp = self.key_mlp if self.value_mlp is None else self.value_mlp
-        return self.prompt_encoder(mlp(value_features), copy_embeds, copy_mask)
+        return self.prompt_encoder(mlp(value_features), copy_embeds, copy_mask, encoder_states, encoder_mask)
 
     def statement_prompts(
-        self, value_features: torch.Tensor, statements: Sequence[str], llm, tok
+        self, value_features: torch.Tensor, statements: Sequence[str], llm, tok, encoder
     ) -> torch.Tensor:
-        """`prompts` with the copy slots taken from the statements' tokens when the encoder has them."""
+        """`prompts` with the token slots the prompt encoder has taken from the statements: the
+        LLM's embeddings of their tokens (copy slots) and/or the knowledge encoder's states."""
         copies = (None, None)
         if self.copies_statement:
             copies = statement_token_embeddings(llm, tok, statements, self.config.copy_tokens)
-        return self.prompts(value_features, *copies)
+        states = (None, None)
+        if self.reads_encoder_tokens:
+            with torch.no_grad():  # the encoder is frozen
+                states = encoder.token_states(statements, self.config.encoder_tokens)
+        return self.prompts(value_features, *copies, *states)
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(retriever parameters, prompt-path parameters). A key MLP that also feeds the prompt

@@ -159,6 +159,7 @@ def retrieval_losses(
 
 def edit_losses(
     network: RetrievalNetwork,
+    encoder,
     llm,
     tok,
     features: FeatureTable,
@@ -169,7 +170,7 @@ def edit_losses(
 ) -> dict[str, torch.Tensor]:
     """Reliability and generality NLL and locality KL of the batch's own prompts (gold retrieval)."""
     statements = [statement_text(request) for request in batch]
-    prompts = network.statement_prompts(features(statements), statements, llm, tok)
+    prompts = network.statement_prompts(features(statements), statements, llm, tok, encoder)
     with_probe = [row for row, probe in enumerate(probes) if probe is not None]
     pairs = (
         [(request.prompt, request.target_new) for request in batch]
@@ -292,7 +293,7 @@ class Trainer:
         if config.train_prompts and self.step % config.edit_every == 0:
             edit = slice(0, config.edit_batch_size)
             losses.update(edit_losses(
-                self.network, self.llm, self.tok, self.features, batch[edit], rephrasings[edit],
+                self.network, self.encoder, self.llm, self.tok, self.features, batch[edit], rephrasings[edit],
                 probes[edit], config.llm_bf16,
             ))
             losses["locality_kl"] = losses["locality_kl"] * config.locality_weight

@@ -2,15 +2,24 @@
 round trips, undo, and bad input."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from test_retrieval_support import requests, tiny_llm
 from test_retrieval_support import encoder, llm, tok  # noqa: F401 (fixtures)
 
 from data.requests import EditRequestError
 from lm.scoring import LMScorer, output_logits, pad_sequences
-from retrieval.checkpoint import CheckpointError, load_network, save_network
+from retrieval.checkpoint import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    CheckpointError,
+    load_network,
+    save_network,
+    tensor_checksum,
+)
 from retrieval.editor import RetrievalEditor
 from retrieval.injection import prepend_prompts, prompted_generate, prompted_hidden
 from retrieval.incontext import InContextEditor
@@ -180,6 +189,25 @@ def test_checkpoint_round_trip_and_refusals(tok, llm, encoder, editor, tmp_path)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_network(path, expect_llm=identity)
+
+
+def test_a_checkpoint_from_before_encoder_slots_loads_as_what_it_is(tok, llm, encoder, tmp_path):
+    # Written as the z_v-slot MedREK was, without the encoder_tokens setting in its header: it
+    # must come back as that design, never as one with (untrained) encoder slots.
+    network = new_medrek(encoder, llm, width=32, heads=4, encoder_tokens=0)
+    identity = RetrievalEditor(network, encoder).llm_identity(llm)
+    config = network.config.to_json()
+    del config["encoder_tokens"]
+    header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": config,
+              "llm": dataclasses.asdict(identity), "encoder": dataclasses.asdict(encoder.identity())}
+    tensors = {name: value.contiguous() for name, value in network.state_dict().items()}
+    header["checksum"] = tensor_checksum(header, tensors)
+    save_file(tensors, tmp_path / "network.safetensors", metadata={FORMAT_NAME: json.dumps(header)})
+    loaded = load_network(tmp_path, expect_llm=identity).network
+    assert not loaded.reads_encoder_tokens and loaded.prompt_encoder.from_encoder is None
+    with_slots = new_medrek(encoder, llm, width=32, heads=4, encoder_tokens=4)
+    save_network(tmp_path / "network.safetensors", with_slots, llm=identity, encoder=encoder.identity())
+    assert load_network(tmp_path, expect_llm=identity).network.config.encoder_tokens == 4
 
 
 def test_a_memory_is_refused_by_an_editor_with_another_network(tok, llm, encoder, editor, tmp_path):

@@ -73,6 +73,19 @@ def test_encode_is_deterministic_and_batching_does_not_matter(encoder):
 
 
 @pytest.mark.slow
+def test_token_states_are_the_last_ordinary_tokens_last_first_despite_padding(encoder):
+    with torch.no_grad():
+        states, mask = encoder.token_states([SHORT, LONG], limit=6)
+        for row, text in enumerate([SHORT, LONG]):
+            ids = encoder.tokenizer(text, return_tensors="pt")["input_ids"]
+            hidden = encoder.backbone(input_ids=ids).last_hidden_state[0]
+            ordinary = hidden[1:-1].flip(0)[:6]  # without [CLS] and [SEP], last token first
+            assert int(mask[row].sum()) == len(ordinary)
+            assert torch.allclose(states[row, : len(ordinary)], ordinary, atol=1e-5)
+    assert mask.shape == (2, 6) and not mask[0, 1:].any()  # "Paris" is one token
+
+
+@pytest.mark.slow
 def test_input_embeddings_pool_like_text(encoder):
     # The sentinel path must land in the same space as texts: feeding a text's own token
     # embeddings through encode_embeddings gives that text's encoding.

@@ -69,14 +69,32 @@ def test_medrek_prompts_never_see_the_llm_embeddings_of_the_statement(tok, llm, 
         perturbed.get_input_embeddings().weight.add_(torch.randn_like(perturbed.get_input_embeddings().weight))
     statements = [statement_text(request) for request in requests()]
     features = encoder.encode(statements)
-    published = new_medrek(encoder, llm, width=32, heads=4)
+    # Both designs the issue allows: slots from z_v alone (the preset), and with encoder slots.
+    for published in (new_medrek(encoder, llm, width=32, heads=4),
+                      new_medrek(encoder, llm, width=32, heads=4, encoder_tokens=4)):
+        with torch.no_grad():
+            assert torch.equal(published.statement_prompts(features, statements, llm, tok, encoder),
+                               published.statement_prompts(features, statements, perturbed, tok, encoder))
     with torch.no_grad():
-        assert torch.equal(published.statement_prompts(features, statements, llm, tok),
-                           published.statement_prompts(features, statements, perturbed, tok))
         # The copy-slot variant does read them: the same perturbation changes its prompts.
         copying = new_medrek_copy(encoder, llm, width=32, heads=4)
-        assert not torch.allclose(copying.statement_prompts(features, statements, llm, tok),
-                                  copying.statement_prompts(features, statements, perturbed, tok), atol=1e-3)
+        assert not torch.allclose(copying.statement_prompts(features, statements, llm, tok, encoder),
+                                  copying.statement_prompts(features, statements, perturbed, tok, encoder),
+                                  atol=1e-3)
+
+
+def test_encoder_slots_read_the_knowledge_encoders_token_states(tok, llm, encoder):
+    # Same pooled features, another encoder's token states: the prompt changes.
+    other = copy.deepcopy(encoder)
+    with torch.no_grad():
+        other.input_embeddings.weight.add_(torch.randn_like(other.input_embeddings.weight))
+    statements = [statement_text(request) for request in requests()]
+    features = encoder.encode(statements)
+    published = new_medrek(encoder, llm, width=32, heads=4, encoder_tokens=4)
+    assert published.reads_encoder_tokens
+    with torch.no_grad():
+        assert not torch.allclose(published.statement_prompts(features, statements, llm, tok, encoder),
+                                  published.statement_prompts(features, statements, llm, tok, other), atol=1e-3)
 
 
 def test_an_ike_memory_is_refused_by_the_prompt_editor_of_the_same_network(tok, llm, encoder, tmp_path):

@@ -53,6 +53,40 @@ def test_masked_copy_slots_are_never_attended():
     assert torch.equal(module(z, copies, mask), module(z, changed, mask))
 
 
+def encoder_slot_module(llm_width=144, heads=2, encoder_width=8):
+    torch.manual_seed(0)
+    return AttentionPromptEncoder(
+        WIDTH, LENGTH, llm_width, 0.1, slots=2, copy_tokens=0, heads=heads,
+        encoder_tokens=6, encoder_width=encoder_width,
+    )
+
+
+def test_untrained_encoder_slots_tie_each_prompt_token_to_one_of_the_statement_tail():
+    states = torch.randn(2, 6, 8) * 3  # slot j = encoder state of the j-th token from the end
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    module = encoder_slot_module()
+    prompt = module(torch.randn(2, WIDTH), encoder_states=states, encoder_mask=mask)
+    projected = module.from_encoder(torch.nn.functional.layer_norm(states, (8,)))
+    expected = projected[:, :LENGTH].flip(1)  # the last T tokens, first to last
+    cosine = torch.nn.functional.cosine_similarity(prompt, expected, dim=-1)
+    assert cosine.min() > 0.99
+    # Normalised first: the prompt does not depend on the states' scale.
+    assert torch.allclose(module(torch.zeros(1, WIDTH), encoder_states=states[:1] * 10, encoder_mask=mask[:1]),
+                          module(torch.zeros(1, WIDTH), encoder_states=states[:1], encoder_mask=mask[:1]),
+                          atol=1e-4)
+
+
+def test_masked_encoder_slots_are_never_attended():
+    states = torch.randn(1, 6, 8)
+    mask = torch.tensor([[True, True, True, False, False, False]])
+    module = encoder_slot_module(llm_width=LLM_WIDTH, heads=4)
+    z = torch.randn(1, WIDTH)
+    changed = states.clone()
+    changed[:, 3:] = 100.0
+    assert torch.equal(module(z, encoder_states=states, encoder_mask=mask),
+                       module(z, encoder_states=changed, encoder_mask=mask))
+
+
 def test_mlp_prompt_encoder_and_projection_shapes():
     z = ProjectionMLP(12, WIDTH)(torch.randn(3, 12))
     assert z.shape == (3, WIDTH)

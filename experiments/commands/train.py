@@ -83,6 +83,8 @@ def harness_evaluation(llm, tok):
 @click.option("--width", type=int, default=None, help="Representation width r.")
 @click.option("--prompt-length", type=int, default=None, help="Continuous prompt tokens T.")
 @click.option("--prompt-encoder", type=click.Choice(["mlp", "attention"]), default=None)
+@click.option("--encoder-tokens", type=int, default=None,
+              help="Encoder slots: the knowledge encoder's states of the statement's last n tokens.")
 @click.option("--separate-query-mlp", is_flag=True, help="Ablation: no shared query-key MLP.")
 @click.option("--init-from", type=click.Path(path_type=Path, exists=True), default=None,
               help="Start from this checkpoint's weights where names and shapes match.")
@@ -97,7 +99,7 @@ def harness_evaluation(llm, tok):
               help="Run folder of an earlier stage whose log --export includes.")
 def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, edit_every,
          locality_weight, seed,
-         validate_every, validation_size, width, prompt_length, prompt_encoder, separate_query_mlp,
+         validate_every, validation_size, width, prompt_length, prompt_encoder, encoder_tokens, separate_query_mlp,
          init_from, init_part, only, limit, export_dir, earlier):
     """Train (or resume) the network of RECIPE, MEDREK or MEDREK_COPY; `--export` ships it."""
     out = console()
@@ -108,6 +110,7 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
         encoder = KnowledgeEncoder.load("default", device=llm.device)
         overrides = {key: value for key, value in {
             "name": name, "width": width, "prompt_length": prompt_length, "prompt_encoder": prompt_encoder,
+            "encoder_tokens": encoder_tokens,
         }.items() if value is not None}
         if separate_query_mlp:
             overrides["shared_query_key"] = False
