@@ -19,6 +19,9 @@ The counts below follow those tensors in the Hugging Face decoder blocks (eager 
 CPU path of a bf16 copy); `perf/editing.py` and `tests/test_memory_plan.py` check the estimate
 against the measured peak. Requests are optimised independently, so a chunk of k requests
 costs k times as much and the chunk is the largest k that fits the budget's room.
+
+The spread's key reads (`editors.keys.LayerwiseKeys`) are chunked by requests the same way,
+from `spread_request_bytes`.
 """
 
 from __future__ import annotations
