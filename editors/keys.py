@@ -183,7 +183,8 @@ class LayerwiseKeys:
 
     Each read runs the requests in chunks that fit `memory` (default `MemoryBudget.resolve`)
     by `editors.memory_plan.spread_request_bytes`; a chunk that runs out of memory anyway is
-    halved, for this read and the later ones. Requests are independent, so chunks change only the peak (and float rounding).
+    halved, for this read and the later ones. Requests are independent, so chunks change only
+    the peak (and float rounding).
     """
 
     def __init__(self, model, sites: Sequence[Sequence[KeySite]], output_module: str, output_layer: int,
