@@ -19,21 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from editors.solve import SpreadRule
+from lm.adapters import ADAPTERS, adapter_for_type
 from lm.errors import UsageError
 
 DEFAULT_HPARAMS_DIR = Path(__file__).parent / "hparams"
-
-# model_type (from the HF config) -> hparams family; families share module layout and scale.
-MODEL_TYPE_FAMILY: Mapping[str, str] = types.MappingProxyType(
-    {
-        "llama": "llama",
-        "mistral": "llama",
-        "qwen2": "llama",
-        "gemma": "llama",
-        "gpt2": "gpt2",
-        "gptj": "gptj",
-    }
-)
 
 KeyToken = Literal["subject_last", "prompt_last"]
 Grouping = Literal["subject", "key_distance"]
@@ -330,14 +319,9 @@ EDITOR_HPARAMS: Mapping[str, tuple[str, type[Hparams]]] = types.MappingProxyType
 
 
 def family_of(model_type: str) -> str:
-    """The hparams family of an HF `config.model_type`."""
-    try:
-        return MODEL_TYPE_FAMILY[model_type]
-    except KeyError:
-        known = ", ".join(sorted(MODEL_TYPE_FAMILY))
-        raise HparamsError(
-            f"No hyper-parameter family for model type '{model_type}' (known: {known})."
-        ) from None
+    """The hparams family of an HF `config.model_type`: its architecture adapter's (families
+    share module layout and scale)."""
+    return adapter_for_type(model_type).family
 
 
 @dataclass(frozen=True)
@@ -509,7 +493,7 @@ def _read_family_table(path: Path, family: str, model_type: str) -> dict[str, An
         raise HparamsError(f"{path}: hyper-parameter file not found.") from None
     except tomllib.TOMLDecodeError as error:
         raise HparamsError(f"{path}: not valid TOML ({error}).") from None
-    families = sorted(set(MODEL_TYPE_FAMILY.values()))
+    families = sorted({adapter.family for adapter in ADAPTERS.values()})
     for name, table in document.items():
         if name not in families or not isinstance(table, dict):
             raise HparamsError(
