@@ -93,10 +93,7 @@ def adapter_for(model: nn.Module) -> ArchAdapter:
 def adapter_for_type(model_type: str | None) -> ArchAdapter:
     """The adapter for a `config.model_type`, with no model object needed (the covariance
     cache lookup builds module names from `config.json` alone)."""
-    try:
-        return ADAPTERS[model_type]
-    except KeyError:
-        known = ", ".join(sorted(ADAPTERS))
-        raise UnsupportedArchitecture(
-            f"No architecture adapter for model_type {model_type!r}; supported: {known}."
-        ) from None
+    if model_type not in ADAPTERS:
+        raise UnsupportedArchitecture(f"No architecture adapter for model_type {model_type!r}; "
+                                      f"supported: {', '.join(sorted(ADAPTERS))}.")
+    return ADAPTERS[model_type]
