@@ -8,10 +8,27 @@ Shapes: `x` is a pooled encoder vector [N, 4h], `z` a representation [N, r], a p
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class CopySlots(NamedTuple):
+    """The copy slots of the attention encoder: the LLM's input embeddings of a statement's
+    last tokens, last token first [N, n, d], and which of them are real tokens [N, n]."""
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
+
+
+class EncoderSlots(NamedTuple):
+    """The encoder slots of the attention encoder: the knowledge encoder's last-layer states of
+    a statement's last tokens, last token first [N, n, h], and which of them are real [N, n]."""
+
+    states: torch.Tensor
+    mask: torch.Tensor
 
 
 class ResidualBlock(nn.Module):
@@ -40,7 +57,7 @@ class ProjectionMLP(nn.Module):
 class MLPPromptEncoder(nn.Module):
     """RECIPE's MLP_P: residual block on r, then `Linear(r -> T·d)` reshaped to T prompt tokens.
 
-    The copy and encoder slots are accepted (and ignored) so both encoders share one call.
+    `copy_embeds` / `copy_mask` are accepted (and ignored) so both encoders share one call.
     """
 
     def __init__(self, width: int, length: int, llm_width: int, embedding_scale: float):
@@ -53,14 +70,9 @@ class MLPPromptEncoder(nn.Module):
         _scale_init(self.output, embedding_scale / math.sqrt(width))
 
     def forward(
-        self,
-        z: torch.Tensor,
-        copy_embeds: torch.Tensor | None = None,
-        copy_mask: torch.Tensor | None = None,
-        encoder_states: torch.Tensor | None = None,
-        encoder_mask: torch.Tensor | None = None,
+        self, z: torch.Tensor, copies: CopySlots | None = None, encoded: EncoderSlots | None = None
     ) -> torch.Tensor:
-        del copy_embeds, copy_mask, encoder_states, encoder_mask
+        del copies, encoded  # RECIPE's prompt is a function of z alone
         return self.output(self.residual(z)).view(-1, self.length, self.llm_width)
 
 
@@ -159,26 +171,20 @@ class AttentionPromptEncoder(nn.Module):
         return position
 
     def forward(
-        self,
-        z: torch.Tensor,
-        copy_embeds: torch.Tensor | None = None,
-        copy_mask: torch.Tensor | None = None,
-        encoder_states: torch.Tensor | None = None,
-        encoder_mask: torch.Tensor | None = None,
+        self, z: torch.Tensor, copies: CopySlots | None = None, encoded: EncoderSlots | None = None
     ) -> torch.Tensor:
-        """Prompts [B, T, d]. `copy_embeds` [B, n, d] and `encoder_states` [B, n, h]: slot j is
-        the j-th token from the end (masks [B, n] mark the real ones)."""
+        """Prompts [B, T, d]. Copy and encoder slot j are the statement's j-th token from the end."""
         batch = z.shape[0]
         queries = self.query_from_z(z).view(batch, self.length, -1) + self.query_position
         values = [self.slots_from_z(z).view(batch, self.slots, -1)]
         positions = [self.slot_position.expand(batch, -1, -1)]
         available = [torch.ones(batch, self.slots, dtype=torch.bool, device=z.device)]
         groups = []
-        if self.copy_tokens and copy_embeds is not None:
-            groups.append((copy_embeds.to(z.dtype), copy_mask, self.copy_position, self.copy_tokens))
-        if self.encoder_tokens and encoder_states is not None:
-            normalised = F.layer_norm(encoder_states.to(z.dtype), encoder_states.shape[-1:])
-            groups.append((self.from_encoder(normalised), encoder_mask, self.encoder_position, self.encoder_tokens))
+        if self.copy_tokens and copies is not None:
+            groups.append((copies.embeds.to(z.dtype), copies.mask, self.copy_position, self.copy_tokens))
+        if self.encoder_tokens and encoded is not None:
+            normalised = F.layer_norm(encoded.states.to(z.dtype), encoded.states.shape[-1:])
+            groups.append((self.from_encoder(normalised), encoded.mask, self.encoder_position, self.encoder_tokens))
         for tokens, mask, position, limit in groups:
             count = min(tokens.shape[1], limit)
             values.append(tokens[:, :count])

@@ -28,6 +28,8 @@ from torch import nn
 from data.requests import EditRequest
 from retrieval.modules import (
     AttentionPromptEncoder,
+    CopySlots,
+    EncoderSlots,
     KnowledgeSentinel,
     MLPPromptEncoder,
     ProjectionMLP,
@@ -78,6 +80,13 @@ class NetworkConfig:
         for field in ("copy_tokens", "encoder_tokens"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be non-negative, got {getattr(self, field)}.")
+
+    @classmethod
+    def for_models(cls, encoder, llm, **settings) -> "NetworkConfig":
+        """The architecture `settings` for this knowledge encoder and LLM: the widths and the
+        prompts' initial scale are read from the two models."""
+        return cls(encoder_hidden=encoder.hidden_width, llm_width=llm.get_input_embeddings().embedding_dim,
+                   embedding_scale=llm_embedding_scale(llm), **settings)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -175,30 +184,24 @@ class RetrievalNetwork(nn.Module):
         return self.config.prompt_encoder == "attention" and self.config.encoder_tokens > 0
 
     def prompts(
-        self,
-        value_features: torch.Tensor,
-        copy_embeds: torch.Tensor | None = None,
-        copy_mask: torch.Tensor | None = None,
-        encoder_states: torch.Tensor | None = None,
-        encoder_mask: torch.Tensor | None = None,
+        self, value_features: torch.Tensor, copies: CopySlots | None = None, encoded: EncoderSlots | None = None
     ) -> torch.Tensor:
         """Continuous prompts [N, T, d] from pooled statement vectors [N, 4h] (+ token slots)."""
         mlp = self.key_mlp if self.value_mlp is None else self.value_mlp
-        return self.prompt_encoder(mlp(value_features), copy_embeds, copy_mask, encoder_states, encoder_mask)
+        return self.prompt_encoder(mlp(value_features), copies, encoded)
 
     def statement_prompts(
         self, value_features: torch.Tensor, statements: Sequence[str], llm, tok, encoder
     ) -> torch.Tensor:
-        """`prompts` with the token slots the prompt encoder has taken from the statements: the
-        LLM's embeddings of their tokens (copy slots) and/or the knowledge encoder's states."""
-        copies = (None, None)
-        if self.copies_statement:
-            copies = statement_token_embeddings(llm, tok, statements, self.config.copy_tokens)
-        states = (None, None)
+        """`prompts` with the token slots the prompt encoder takes from the statements: the LLM's
+        embeddings of their tokens (copy slots) and/or the knowledge encoder's states."""
+        copies = (statement_token_embeddings(llm, tok, statements, self.config.copy_tokens)
+                  if self.copies_statement else None)
+        encoded = None
         if self.reads_encoder_tokens:
             with torch.no_grad():  # the encoder is frozen
-                states = encoder.token_states(statements, self.config.encoder_tokens)
-        return self.prompts(value_features, *copies, *states)
+                encoded = EncoderSlots(*encoder.token_states(statements, self.config.encoder_tokens))
+        return self.prompts(value_features, copies, encoded)
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(retriever parameters, prompt-path parameters). A key MLP that also feeds the prompt
@@ -219,11 +222,9 @@ def llm_embedding_scale(llm) -> float:
     return float(llm.get_input_embeddings().weight.detach().float().std())
 
 
-def statement_token_embeddings(
-    llm, tok, statements: Sequence[str], limit: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """LLM input embeddings of each statement's last `limit` tokens, last token first:
-    (embeds [N, n, d], mask [N, n]) with n <= limit (the copy slots of the attention encoder)."""
+def statement_token_embeddings(llm, tok, statements: Sequence[str], limit: int) -> CopySlots:
+    """The copy slots of each statement: the LLM's input embeddings of its last `limit` tokens,
+    last token first (n <= limit slots per row)."""
     embedding = llm.get_input_embeddings()
     device = embedding.weight.device
     ids = [
@@ -237,4 +238,4 @@ def statement_token_embeddings(
         padded[row, : len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
         mask[row, : len(row_ids)] = True
     with torch.no_grad():
-        return embedding(padded).float(), mask
+        return CopySlots(embedding(padded).float(), mask)

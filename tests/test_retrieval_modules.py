@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from retrieval.modules import AttentionPromptEncoder, MLPPromptEncoder, ProjectionMLP
+from retrieval.modules import AttentionPromptEncoder, CopySlots, EncoderSlots, MLPPromptEncoder, ProjectionMLP
 from retrieval.network import NetworkConfig, RetrievalNetwork
 
 WIDTH, LENGTH, LLM_WIDTH = 16, 4, 24
@@ -37,7 +37,7 @@ def test_untrained_copy_slots_reproduce_the_statement_tail_in_reading_order():
     # At a realistic head width (SmolLM2: 576 / 8 = 72) the position match is sharp.
     copies = torch.randn(2, 6, 144) * 0.1  # slot j = j-th token from the end
     mask = torch.ones(2, 6, dtype=torch.bool)
-    prompt = encoder(slots=2, copy_tokens=6, llm_width=144, heads=2)(torch.randn(2, WIDTH), copies, mask)
+    prompt = encoder(slots=2, copy_tokens=6, llm_width=144, heads=2)(torch.randn(2, WIDTH), CopySlots(copies, mask))
     expected = copies[:, :LENGTH].flip(1)  # the last T tokens, first to last
     cosine = torch.nn.functional.cosine_similarity(prompt, expected, dim=-1)
     assert cosine.min() > 0.99
@@ -50,7 +50,7 @@ def test_masked_copy_slots_are_never_attended():
     z = torch.randn(1, WIDTH)
     changed = copies.clone()
     changed[:, 2:] = 100.0
-    assert torch.equal(module(z, copies, mask), module(z, changed, mask))
+    assert torch.equal(module(z, CopySlots(copies, mask)), module(z, CopySlots(changed, mask)))
 
 
 def encoder_slot_module(llm_width=144, heads=2, encoder_width=8):
@@ -65,15 +65,14 @@ def test_untrained_encoder_slots_tie_each_prompt_token_to_one_of_the_statement_t
     states = torch.randn(2, 6, 8) * 3  # slot j = encoder state of the j-th token from the end
     mask = torch.ones(2, 6, dtype=torch.bool)
     module = encoder_slot_module()
-    prompt = module(torch.randn(2, WIDTH), encoder_states=states, encoder_mask=mask)
+    prompt = module(torch.randn(2, WIDTH), encoded=EncoderSlots(states, mask))
     projected = module.from_encoder(torch.nn.functional.layer_norm(states, (8,)))
     expected = projected[:, :LENGTH].flip(1)  # the last T tokens, first to last
     cosine = torch.nn.functional.cosine_similarity(prompt, expected, dim=-1)
     assert cosine.min() > 0.99
     # Normalised first: the prompt does not depend on the states' scale.
-    assert torch.allclose(module(torch.zeros(1, WIDTH), encoder_states=states[:1] * 10, encoder_mask=mask[:1]),
-                          module(torch.zeros(1, WIDTH), encoder_states=states[:1], encoder_mask=mask[:1]),
-                          atol=1e-4)
+    assert torch.allclose(module(torch.zeros(1, WIDTH), encoded=EncoderSlots(states[:1] * 10, mask[:1])),
+                          module(torch.zeros(1, WIDTH), encoded=EncoderSlots(states[:1], mask[:1])), atol=1e-4)
 
 
 def test_masked_encoder_slots_are_never_attended():
@@ -83,8 +82,7 @@ def test_masked_encoder_slots_are_never_attended():
     z = torch.randn(1, WIDTH)
     changed = states.clone()
     changed[:, 3:] = 100.0
-    assert torch.equal(module(z, encoder_states=states, encoder_mask=mask),
-                       module(z, encoder_states=changed, encoder_mask=mask))
+    assert torch.equal(module(z, encoded=EncoderSlots(states, mask)), module(z, encoded=EncoderSlots(changed, mask)))
 
 
 def test_mlp_prompt_encoder_and_projection_shapes():
