@@ -97,7 +97,7 @@ def main(batches, edits, held_out, steps, lr, encoder_tokens, eval_every):
             optimizer.step()
             if step % eval_every == 0:
                 rows[-1].update({name: float(value.detach()) for name, value in losses.items()})
-            click.echo(f"{design} step {step + 1}: " + " ".join(f"{k} {float(v):.3f}" for k, v in losses.items()))
+            click.echo(f"{design} step {step + 1}: " + " ".join(f"{k} {float(v.detach()):.3f}" for k, v in losses.items()))
         curves[design] = (rows, time.perf_counter() - started)
     click.echo(f"\n{batches} batches of {edits} train edits ({', '.join(BENCHMARKS)}), Adam lr {lr}, {steps} "
                f"steps; reliability NLL (nats/target token) before step k on that step's train batch "
