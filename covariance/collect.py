@@ -19,7 +19,7 @@ import torch
 
 from lm.adapters import ArchAdapter
 from lm.hooks import on_inputs, stop_after
-from lm.memory import MemoryBudget, ModelShape, chunk_for, run_in_chunks
+from lm.memory import MemoryBudget, ModelShape, attention_bytes, block_token_bytes, chunk_for, run_in_chunks
 from lm.precision import cast_copy
 
 
@@ -68,10 +68,8 @@ def forward_bytes_per_sequence(shape: ModelShape, tokens: int) -> int:
     """Estimated peak bytes one sequence of `tokens` tokens adds to the statistics forward: no
     graph is kept, so one block's working set (its MLP's d_ff-wide activations and their float32
     copy for the sum, queries/keys/values, attention scores) on top of the hidden states."""
-    b = shape.dtype_bytes
-    per_token = (4 * shape.width + (shape.ffn_activations + 1) * shape.ffn_width) * b + 4 * shape.ffn_width
-    per_token += (shape.heads + 2 * shape.kv_heads) * shape.head_dim * b
-    return tokens * per_token + shape.heads * tokens * tokens * 4
+    per_token = block_token_bytes(shape) + 4 * shape.ffn_width
+    return tokens * per_token + attention_bytes(shape, tokens)
 
 
 def accumulate_batches(

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from editors.protocol import EditError
+from lm.memory import scorer_batch_size
 from lm.scoring import LMScorer
 
 
@@ -65,7 +66,7 @@ class WeightEdit:
 
     @property
     def scorer(self) -> LMScorer:
-        return LMScorer(self.model, self.tok)
+        return LMScorer(self.model, self.tok, scorer_batch_size(self.model))
 
     @property
     def edited_parameters(self) -> tuple[str, ...]:

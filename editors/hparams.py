@@ -19,21 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from editors.solve import SpreadRule
+from lm.adapters import ADAPTERS, adapter_for_type
 from lm.errors import UsageError
 
 DEFAULT_HPARAMS_DIR = Path(__file__).parent / "hparams"
-
-# model_type (from the HF config) -> hparams family; families share module layout and scale.
-MODEL_TYPE_FAMILY: Mapping[str, str] = types.MappingProxyType(
-    {
-        "llama": "llama",
-        "mistral": "llama",
-        "qwen2": "llama",
-        "gemma": "llama",
-        "gpt2": "gpt2",
-        "gptj": "gptj",
-    }
-)
 
 KeyToken = Literal["subject_last", "prompt_last"]
 Grouping = Literal["subject", "key_distance"]
@@ -121,12 +110,14 @@ def _value_axes(hparams: "ValueOptimisationHparams") -> tuple[TuningAxis, ...]:
             TuningAxis("v_num_grad_steps", (hparams.v_num_grad_steps, 2 * hparams.v_num_grad_steps)))
 
 
-def _positive(value: float) -> bool:
-    return value > 0
+def _positive(*names: str) -> list[Constraint]:
+    """Each of the fields `names` must be above 0."""
+    return [(name, lambda value: value > 0, "positive") for name in names]
 
 
-def _non_negative(value: float) -> bool:
-    return value >= 0
+def _non_negative(*names: str) -> list[Constraint]:
+    """Each of the fields `names` must be 0 or above."""
+    return [(name, lambda value: value >= 0, "non-negative") for name in names]
 
 
 def _increasing_layers(layers: tuple[int, ...]) -> bool:
@@ -166,22 +157,10 @@ class ValueOptimisationHparams(Hparams):
         return self.layers
 
     def _constraints(self) -> list[Constraint]:
-        return super()._constraints() + [
-            (
-                "layers",
-                _increasing_layers,
-                "a non-empty, strictly increasing list of layer indices >= 0",
-            ),
-            ("v_num_grad_steps", _positive, "positive"),
-            ("v_lr", _positive, "positive"),
-            ("v_weight_decay", _non_negative, "non-negative"),
-            ("clamp_norm_factor", _positive, "positive"),
-            ("kl_factor", _non_negative, "non-negative"),
-            ("early_stop_loss", _non_negative, "non-negative"),
-            ("n_templates", _non_negative, "non-negative"),
-            ("template_len", _positive, "positive"),
-            ("mom2_tokens", _positive, "positive"),
-        ]
+        return (super()._constraints()
+                + [("layers", _increasing_layers, "a non-empty, strictly increasing list of layer indices >= 0")]
+                + _positive("v_num_grad_steps", "v_lr", "clamp_norm_factor", "template_len", "mom2_tokens")
+                + _non_negative("v_weight_decay", "kl_factor", "early_stop_loss", "n_templates"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,7 +176,7 @@ class MemitHparams(ValueOptimisationHparams):
                 TuningAxis("layers", _layer_windows(self.layers, num_layers)), *_value_axes(self))
 
     def _constraints(self) -> list[Constraint]:
-        return super()._constraints() + [("mom2_update_weight", _non_negative, "non-negative")]
+        return super()._constraints() + _non_negative("mom2_update_weight")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,12 +197,9 @@ class PmetHparams(MemitHparams):
     argmax_stop_kl: float = 0.01
 
     def _constraints(self) -> list[Constraint]:
-        return super()._constraints() + [
-            ("attn_decay_weight", _non_negative, "non-negative"),
-            ("mlp_decay_weight", _non_negative, "non-negative"),
-            ("argmax_nll_weight", lambda w: 0 <= w <= 1, "between 0 and 1"),
-            ("argmax_stop_kl", _non_negative, "non-negative"),
-        ]
+        return (super()._constraints()
+                + _non_negative("attn_decay_weight", "mlp_decay_weight", "argmax_stop_kl")
+                + [("argmax_nll_weight", lambda w: 0 <= w <= 1, "between 0 and 1")])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,12 +219,8 @@ class MergeHparams(MemitHparams):
     shared_clamp_norm_factor: float
 
     def _constraints(self) -> list[Constraint]:
-        return super()._constraints() + [
-            ("key_distance_threshold", _non_negative, "non-negative"),
-            ("shared_v_num_grad_steps", _positive, "positive"),
-            ("shared_v_lr", _positive, "positive"),
-            ("shared_clamp_norm_factor", _positive, "positive"),
-        ]
+        return (super()._constraints() + _non_negative("key_distance_threshold")
+                + _positive("shared_v_num_grad_steps", "shared_v_lr", "shared_clamp_norm_factor"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,11 +253,8 @@ class AlphaEditHparams(ValueOptimisationHparams):
         return self.nullspace_energy if self.nullspace_rule == "energy" else self.nullspace_threshold
 
     def _constraints(self) -> list[Constraint]:
-        return super()._constraints() + [
-            ("nullspace_energy", lambda share: 0 < share <= 1, "in (0, 1]"),
-            ("nullspace_threshold", _positive, "positive"),
-            ("alpha", _positive, "positive"),
-        ]
+        return (super()._constraints() + _positive("nullspace_threshold", "alpha")
+                + [("nullspace_energy", lambda share: 0 < share <= 1, "in (0, 1]")])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,12 +278,8 @@ class FtHparams(Hparams):
                 TuningAxis("steps", (self.steps, 2 * self.steps)))
 
     def _constraints(self) -> list[Constraint]:
-        return super()._constraints() + [
-            ("layer", _non_negative, "a layer index >= 0"),
-            ("lr", _positive, "positive"),
-            ("steps", _positive, "positive"),
-            ("norm_constraint", _positive, "positive"),
-        ]
+        return (super()._constraints() + [("layer", lambda layer: layer >= 0, "a layer index >= 0")]
+                + _positive("lr", "steps", "norm_constraint"))
 
 
 # editor name (as typed on the CLI, '-' or '_') -> (file stem, dataclass)
@@ -330,14 +295,9 @@ EDITOR_HPARAMS: Mapping[str, tuple[str, type[Hparams]]] = types.MappingProxyType
 
 
 def family_of(model_type: str) -> str:
-    """The hparams family of an HF `config.model_type`."""
-    try:
-        return MODEL_TYPE_FAMILY[model_type]
-    except KeyError:
-        known = ", ".join(sorted(MODEL_TYPE_FAMILY))
-        raise HparamsError(
-            f"No hyper-parameter family for model type '{model_type}' (known: {known})."
-        ) from None
+    """The hparams family of an HF `config.model_type`: its architecture adapter's (families
+    share module layout and scale)."""
+    return adapter_for_type(model_type).family
 
 
 @dataclass(frozen=True)
@@ -492,13 +452,10 @@ def parse_override_args(args: Sequence[str]) -> dict[str, str]:
 
 def _editor_entry(editor_name: str) -> tuple[str, type[Hparams]]:
     normalised = editor_name.strip().lower().replace("-", "_")
-    try:
-        return EDITOR_HPARAMS[normalised]
-    except KeyError:
-        known = ", ".join(sorted(EDITOR_HPARAMS))
-        raise HparamsError(
-            f"No hyper-parameters for editor '{editor_name}' (known: {known})."
-        ) from None
+    if normalised not in EDITOR_HPARAMS:
+        raise HparamsError(f"No hyper-parameters for editor '{editor_name}' "
+                           f"(known: {', '.join(sorted(EDITOR_HPARAMS))}).")
+    return EDITOR_HPARAMS[normalised]
 
 
 def _read_family_table(path: Path, family: str, model_type: str) -> dict[str, Any]:
@@ -509,7 +466,7 @@ def _read_family_table(path: Path, family: str, model_type: str) -> dict[str, An
         raise HparamsError(f"{path}: hyper-parameter file not found.") from None
     except tomllib.TOMLDecodeError as error:
         raise HparamsError(f"{path}: not valid TOML ({error}).") from None
-    families = sorted(set(MODEL_TYPE_FAMILY.values()))
+    families = sorted({adapter.family for adapter in ADAPTERS.values()})
     for name, table in document.items():
         if name not in families or not isinstance(table, dict):
             raise HparamsError(

@@ -16,9 +16,11 @@ from typing import Mapping, Sequence
 import torch
 
 from data.requests import EditRequest, EditRequestError
+from editors.memory_plan import spread_request_bytes
 from editors.upper import SplitBatch, block_input_state, run_upper
 from lm.adapters import adapter_for
 from lm.hooks import on_inputs, on_outputs, stop_after
+from lm.memory import MemoryBudget, ModelShape, chunk_for, run_in_chunks
 
 READ_BATCH = 64  # sequences per forward when reading; bounds memory, not results
 
@@ -178,18 +180,28 @@ class LayerwiseKeys:
     last layer read cannot change when that layer or later ones are edited, so each read starts
     from it (cached) instead of from the embeddings. Read layers in ascending order and edit
     only layers at or above the last one read.
+
+    Each read runs the requests in chunks that fit `memory` (default `MemoryBudget.resolve`)
+    by `editors.memory_plan.spread_request_bytes`; a chunk that runs out of memory anyway is
+    halved, for this read and the later ones. Requests are independent, so chunks change only
+    the peak (and float rounding).
     """
 
-    def __init__(self, model, sites: Sequence[Sequence[KeySite]], output_module: str, output_layer: int):
+    def __init__(self, model, sites: Sequence[Sequence[KeySite]], output_module: str, output_layer: int,
+                 memory: MemoryBudget | None = None):
         self.model = model
         self.adapter = adapter_for(model)
         self.contexts = len(sites[0])
+        self.requests = len(sites)
         flat = [site for request_sites_ in sites for site in request_sites_]
         batch = SplitBatch.build([[] for _ in flat], [site.ids for site in flat], pad_id=0)
         self.state = block_input_state(model, self.adapter, batch, 0)
         self.positions = torch.tensor([site.position for site in flat])
-        self.bare = torch.arange(0, len(flat), self.contexts)
         self.output_module, self.output_layer = output_module, output_layer
+        device = self.state.block_inputs.device
+        cost = spread_request_bytes(ModelShape.from_model(model), self.contexts, self.state.block_inputs.shape[1])
+        self.requests_per_read = chunk_for((memory or MemoryBudget.resolve(device)).room(device),
+                                           [cost] * self.requests)
 
     def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(context-averaged keys [B, d_ff] at `layer`, output of the output module [B, d] at
@@ -197,28 +209,45 @@ class LayerwiseKeys:
         if layer < self.state.start:
             raise ValueError(f"Layers must be read in ascending order ({layer} after {self.state.start}).")
         device = self.state.block_inputs.device
-        rows = torch.arange(len(self.positions), device=device)
-        cols = self.positions.to(device)
+        parts = [part for _, part in run_in_chunks(
+            self.requests, self.requests_per_read, lambda chosen: self._read_requests(layer, chosen), device,
+            on_shrink=self._shrink)]
+        keys, current = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if layer > self.state.start:  # the next read starts from the inputs of this block
+            self.state = dataclasses.replace(self.state, start=layer,
+                                             block_inputs=torch.cat([p[2] for p in parts]))
+        return keys, current
+
+    def _shrink(self, requests: int, _error: BaseException) -> None:
+        """A chunk ran out of memory: later reads start from the smaller chunk too."""
+        self.requests_per_read = requests
+
+    def _read_requests(self, layer: int, chosen: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """`read` for the requests `chosen` (consecutive), plus their rows' input to block
+        `layer` (None when the read starts at that block)."""
+        device = self.state.block_inputs.device
+        first, last = chosen[0] * self.contexts, (chosen[-1] + 1) * self.contexts
+        whole = first == 0 and last == len(self.positions)
+        state = self.state if whole else self.state.select(torch.arange(first, last, device=device))
+        rows = torch.arange(last - first, device=device)
+        cols = self.positions[first:last].to(device)
+        bare = torch.arange(0, last - first, self.contexts, device=device)
         seen: dict[str, torch.Tensor] = {}
 
         def keep(name: str, tensor: torch.Tensor) -> None:
             seen[name] = tensor.detach()
 
         watched = {"key": self.model.get_submodule(self.adapter.mlp_out_name(layer))}
-        if layer > self.state.start:  # block `start` itself is fed from the cache
+        if layer > state.start:  # block `start` itself is fed from the cache
             watched["block"] = self.model.get_submodule(self.adapter.block_name(layer))
         stop = self.model.get_submodule(self.adapter.block_name(layer))
         with torch.no_grad(), on_inputs(watched, keep), stop_after(stop):
-            run_upper(self.model, self.adapter, self.state)
-        keys = average_over_contexts(seen["key"][rows, cols].float(), self.contexts)
+            run_upper(self.model, self.adapter, state)
+        keys = average_over_contexts(seen.pop("key")[rows, cols].float(), self.contexts)
 
-        bare_state = self.state.select(self.bare.to(device))
         output = self.model.get_submodule(self.output_module)
         stop = self.model.get_submodule(self.adapter.block_name(self.output_layer))
         with torch.no_grad(), on_outputs({"out": output}, keep), stop_after(stop):
-            run_upper(self.model, self.adapter, bare_state)
-        current = seen["out"][torch.arange(len(self.bare), device=device), cols[self.bare]].float()
-
-        if "block" in seen:
-            self.state = dataclasses.replace(self.state, start=layer, block_inputs=seen["block"])
-        return keys, current
+            run_upper(self.model, self.adapter, state.select(bare))
+        current = seen["out"][torch.arange(len(bare), device=device), cols[bare]].float()
+        return keys, current, seen.get("block")

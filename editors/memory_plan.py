@@ -19,6 +19,9 @@ The counts below follow those tensors in the Hugging Face decoder blocks (eager 
 CPU path of a bf16 copy); `perf/editing.py` and `tests/test_memory_plan.py` check the estimate
 against the measured peak. Requests are optimised independently, so a chunk of k requests
 costs k times as much and the chunk is the largest k that fits the budget's room.
+
+The spread's key reads (`editors.keys.LayerwiseKeys`) are chunked by requests the same way,
+from `spread_request_bytes`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from lm.memory import ModelShape, chunk_for
+from lm.memory import ModelShape, attention_bytes, block_token_bytes, chunk_for
 
 FLOAT32 = 4
 
@@ -178,3 +181,12 @@ def plan_values(shape: ModelShape, hparams, batch: int, compute_bytes: int, max_
         budget=max_memory,
         on_cpu=on_cpu,
     )
+
+
+def spread_request_bytes(shape: ModelShape, contexts: int, tokens: int) -> int:
+    """Peak bytes one request adds to a read of the spread (`editors.keys.LayerwiseKeys`): its
+    `contexts` sequences of `tokens` padded tokens run forward without autograd through the
+    blocks up to the layer read, keeping the MLP key input (d_ff wide) and the block's input
+    for the next read besides their selected cached inputs."""
+    kept = (shape.ffn_width + 2 * shape.width) * shape.dtype_bytes
+    return contexts * (tokens * (block_token_bytes(shape) + kept) + attention_bytes(shape, tokens))

@@ -60,34 +60,29 @@ class ArchAdapter:
         return (cols, rows) if self.mlp_out_transposed else (rows, cols)
 
 
-_DECODER = dict(
-    blocks="model.layers.{}",
-    attention="model.layers.{}.self_attn",
-    mlp="model.layers.{}.mlp",
-    mlp_out="model.layers.{}.mlp.down_proj",
-    final_norm="model.norm",
-    lm_head="lm_head",
-    embeddings="model.embed_tokens",
-)
-# GPT-2 and GPT-J name everything alike but the MLP output projection.
-_GPT_STYLE = dict(
-    blocks="transformer.h.{}",
-    attention="transformer.h.{}.attn",
-    mlp="transformer.h.{}.mlp",
-    final_norm="transformer.ln_f",
-    lm_head="lm_head",
-    embeddings="transformer.wte",
-)
+def _adapter(family: str, model: str, blocks: str, attention: str, mlp_out: str, final_norm: str,
+             embeddings: str, mlp_out_transposed: bool = False) -> ArchAdapter:
+    """An adapter whose modules all sit under `model` (the MLP as `mlp` in each block, the
+    output head as `lm_head` beside it); `blocks` is the block list, the rest is named in it."""
+    block = f"{model}.{blocks}.{{}}"
+    return ArchAdapter(
+        family=family, blocks=block, attention=f"{block}.{attention}", mlp=f"{block}.mlp",
+        mlp_out=f"{block}.mlp.{mlp_out}", final_norm=f"{model}.{final_norm}", lm_head="lm_head",
+        embeddings=f"{model}.{embeddings}", mlp_out_transposed=mlp_out_transposed)
+
+
+_DECODER = _adapter("llama", "model", "layers", "self_attn", "down_proj", "norm", "embed_tokens")
 
 ADAPTERS: dict[str, ArchAdapter] = {
-    "llama": ArchAdapter(family="llama", **_DECODER),
-    "mistral": ArchAdapter(family="llama", **_DECODER),
-    "qwen2": ArchAdapter(family="llama", **_DECODER),
-    "gemma": ArchAdapter(family="llama", **_DECODER),
-    "gemma2": ArchAdapter(family="llama", **_DECODER),
-    "gemma3_text": ArchAdapter(family="llama", **_DECODER),
-    "gpt2": ArchAdapter(family="gpt2", **_GPT_STYLE, mlp_out="transformer.h.{}.mlp.c_proj", mlp_out_transposed=True),
-    "gptj": ArchAdapter(family="gptj", **_GPT_STYLE, mlp_out="transformer.h.{}.mlp.fc_out"),
+    "llama": _DECODER,
+    "mistral": _DECODER,
+    "qwen2": _DECODER,
+    "gemma": _DECODER,
+    "gemma2": _DECODER,
+    "gemma3_text": _DECODER,
+    # GPT-2 and GPT-J name everything alike but the MLP output projection (Conv1D in GPT-2).
+    "gpt2": _adapter("gpt2", "transformer", "h", "attn", "c_proj", "ln_f", "wte", mlp_out_transposed=True),
+    "gptj": _adapter("gptj", "transformer", "h", "attn", "fc_out", "ln_f", "wte"),
 }
 
 
@@ -98,10 +93,7 @@ def adapter_for(model: nn.Module) -> ArchAdapter:
 def adapter_for_type(model_type: str | None) -> ArchAdapter:
     """The adapter for a `config.model_type`, with no model object needed (the covariance
     cache lookup builds module names from `config.json` alone)."""
-    try:
-        return ADAPTERS[model_type]
-    except KeyError:
-        known = ", ".join(sorted(ADAPTERS))
-        raise UnsupportedArchitecture(
-            f"No architecture adapter for model_type {model_type!r}; supported: {known}."
-        ) from None
+    if model_type not in ADAPTERS:
+        raise UnsupportedArchitecture(f"No architecture adapter for model_type {model_type!r}; "
+                                      f"supported: {', '.join(sorted(ADAPTERS))}.")
+    return ADAPTERS[model_type]

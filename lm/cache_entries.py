@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from lm.files import atomic_directory, atomic_path, write_json_atomic
 
@@ -40,20 +40,19 @@ def seal_path(entry: Path) -> Path:
     return entry.with_name(entry.name + SEAL_SUFFIX)
 
 
-@contextlib.contextmanager
-def sealed_file(entry: str | os.PathLike) -> Iterator[Path]:
+def sealed_file(entry: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
     """`atomic_path` for a cache file: the written file is sealed once it is in place."""
-    entry = Path(entry)
-    with atomic_path(entry) as tmp:
-        yield tmp
-    _write_seal(entry)
+    return _sealed(atomic_path, Path(entry))
+
+
+def sealed_directory(entry: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
+    """`atomic_directory` for a cache folder: the folder is sealed once it is in place."""
+    return _sealed(atomic_directory, Path(entry))
 
 
 @contextlib.contextmanager
-def sealed_directory(entry: str | os.PathLike) -> Iterator[Path]:
-    """`atomic_directory` for a cache folder: the folder is sealed once it is in place."""
-    entry = Path(entry)
-    with atomic_directory(entry) as tmp:
+def _sealed(atomic: Callable[[Path], contextlib.AbstractContextManager[Path]], entry: Path) -> Iterator[Path]:
+    with atomic(entry) as tmp:
         yield tmp
     _write_seal(entry)
 

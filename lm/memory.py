@@ -4,8 +4,9 @@ A `MemoryBudget` is the number of bytes one process may hold on its compute devi
 peak, weights included: resident memory (RSS) on a CPU, memory allocated by torch on a GPU.
 It is `--max-memory` / `EDITSCOPE_MAX_MEMORY` when given, else what the process holds now
 plus a share of what the device has free. The memory-heavy steps size their batches from it
-(the value optimisation in chunks of requests, `editors.memory_plan`), and `run_in_chunks`
-halves a chunk and retries it when the device runs out anyway.
+(the value optimisation in chunks of requests, `editors.memory_plan`; covariance batches;
+scoring and generation batches, `scorer_batch_size`), and `run_in_chunks` (or, for a scorer,
+`halving_batch_on_out_of_memory`) halves a chunk and retries it when the device runs out anyway.
 
 `ModelShape` is what those estimates read from a model: read from a loaded model, or from a
 config alone (the model is built on PyTorch's "meta" device, which allocates nothing), so a
@@ -14,6 +15,7 @@ plan for a 7B model can be made on a laptop.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import re
@@ -248,3 +250,98 @@ def sequence_counts(sizes: Sequence[int]) -> str:
     for size in sizes:
         counts[size] = counts.get(size, 0) + 1
     return ", ".join(f"{n} × {size}" for size, n in counts.items())
+
+
+def block_token_bytes(shape: ModelShape) -> int:
+    """Bytes per token of one block's working set in a forward without autograd, in the
+    weights' precision: the residual stream and its normed copies, queries/keys/values, and the
+    MLP's d_ff-wide activations (gate and up, their product). Attention scores come on top
+    (`attention_bytes`), and so does whatever the caller keeps per token."""
+    b = shape.dtype_bytes
+    mlp = (shape.ffn_activations + 1) * shape.ffn_width
+    return (4 * shape.width + mlp + (shape.heads + 2 * shape.kv_heads) * shape.head_dim) * b
+
+
+def attention_bytes(shape: ModelShape, tokens: int) -> int:
+    """One sequence's attention scores in one block (float32, as eager attention and the CPU's
+    math kernel hold them)."""
+    return shape.heads * tokens * tokens * 4
+
+
+def cache_token_bytes(shape: ModelShape) -> int:
+    """Bytes per token of the key/value cache over every layer (a Hugging Face forward fills
+    the cache whenever `use_cache` is on, the default, and holds it until it returns)."""
+    return shape.layers * 2 * shape.kv_heads * shape.head_dim * shape.dtype_bytes
+
+
+def logit_row_bytes(shape: ModelShape, float32_buffers: int) -> int:
+    """One row of output-head logits: the head's output in the weights' precision, its float32
+    copy (none when the weights are float32), and `float32_buffers` more float32 rows."""
+    copy = 0 if shape.dtype_bytes == 4 else 4
+    return shape.vocab * (shape.dtype_bytes + copy + 4 * float32_buffers)
+
+
+# What the scorers' batches are sized for. Scoring: a row of `lm.scoring.TOKENS_PER_ROW`
+# padded tokens (the scorer's own cap per row of its batch), every one of them a target
+# position (long targets, perplexity pieces). Generation: a prompt of that many tokens
+# continued by `GENERATION_NEW_TOKENS` (the fluency metric's length, as in ROME and MEMIT).
+# Longer generations rely on `halving_batch_on_out_of_memory`.
+GENERATION_NEW_TOKENS = 100
+
+
+def scoring_row_bytes(shape: ModelShape, tokens: int) -> int:
+    """Peak bytes one row of `tokens` padded tokens adds to a teacher-forced scoring batch:
+    the forward's widest point and its key/value cache, and float32 log-softmax over the
+    vocabulary at every position (the worst case: every position is a target)."""
+    per_token = block_token_bytes(shape) + cache_token_bytes(shape) + logit_row_bytes(shape, 1)
+    return tokens * per_token + attention_bytes(shape, tokens)
+
+
+def generation_row_bytes(shape: ModelShape, prompt_tokens: int, new_tokens: int) -> int:
+    """Peak bytes one row adds to a generation batch: the key/value cache of its prompt and
+    new tokens, the prompt's forward (prefill) at its widest point, and the logits of the one
+    position each step reads with the sampling buffers (probabilities, top-k and suppressed-
+    token copies of the scores)."""
+    cache = (prompt_tokens + new_tokens) * cache_token_bytes(shape)
+    prefill = prompt_tokens * block_token_bytes(shape) + attention_bytes(shape, prompt_tokens)
+    return cache + prefill + logit_row_bytes(shape, 4)
+
+
+def scorer_batch_size(model, budget: MemoryBudget | None = None, most: int | None = None) -> int:
+    """Rows per scoring and generation batch of an `lm.scoring.LMScorer` on `model`: the most
+    rows (at most `most`, default the scorer's own default) whose scoring batch and generation
+    batch (`scoring_row_bytes`, `generation_row_bytes`) fit the room `budget` (default
+    `MemoryBudget.resolve`) leaves now. Padded tokens per scoring batch follow the rows (the
+    scorer allows `TOKENS_PER_ROW` per row). At least 1."""
+    from lm.scoring import BATCH_SIZE, TOKENS_PER_ROW  # lm.scoring imports this module
+
+    shape = ModelShape.from_model(model)
+    device = next(model.parameters()).device
+    room = (budget or MemoryBudget.resolve(device)).room(device)
+    rows = most or BATCH_SIZE
+    row_bytes = max(scoring_row_bytes(shape, TOKENS_PER_ROW),
+                    generation_row_bytes(shape, TOKENS_PER_ROW, GENERATION_NEW_TOKENS))
+    return chunk_for(room, [row_bytes] * rows)
+
+
+Method = TypeVar("Method", bound=Callable)
+
+
+def halving_batch_on_out_of_memory(method: Method) -> Method:
+    """For a scorer method that batches by `self.batch_size`: when a call runs out of memory
+    (`is_out_of_memory`), the scorer's batch size is halved — for this call and later ones —
+    and the call is made again from the start (scoring is a pure function of its inputs;
+    seeded sampling re-seeds, so the texts are those of the smaller batch); at 1 it re-raises."""
+
+    @functools.wraps(method)
+    def retrying(scorer, *args, **kwargs):
+        while True:
+            try:
+                return method(scorer, *args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - only out-of-memory is retried, the rest re-raised
+                if not is_out_of_memory(error) or scorer.batch_size == 1:
+                    raise
+                release_memory(scorer.device)
+                scorer.batch_size = max(1, scorer.batch_size // 2)
+
+    return retrying  # type: ignore[return-value]

@@ -17,6 +17,8 @@ from typing import Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from lm.memory import halving_batch_on_out_of_memory
+
 
 @dataclass(frozen=True)
 class TokenScores:
@@ -108,6 +110,10 @@ def pad_sequences(
     return input_ids.to(device), attention_mask.to(device)
 
 
+# Rows per scoring and generation batch unless told otherwise; `lm.memory.scorer_batch_size`
+# lowers it when the memory budget cannot hold it.
+BATCH_SIZE = 32
+
 # Padded tokens a scoring batch may hold, per row of `batch_size`: short texts fill whole
 # batches, while a long one is scored with fewer (or no) others instead of padding them all.
 TOKENS_PER_ROW = 128
@@ -155,7 +161,7 @@ class LMScorer:
         passes them on unchanged so that every path decodes alike.
     """
 
-    def __init__(self, model: Any, tok: Any, batch_size: int = 32):
+    def __init__(self, model: Any, tok: Any, batch_size: int = BATCH_SIZE):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.model = model
@@ -179,6 +185,7 @@ class LMScorer:
 
     # ----- scoring -------------------------------------------------------------------------
 
+    @halving_batch_on_out_of_memory
     def score(self, prompts: Sequence[str], targets: Sequence[str]) -> list[TokenScores]:
         """Teacher-forced scores of each target after its prompt, in input order."""
         if len(prompts) != len(targets):
@@ -247,6 +254,7 @@ class LMScorer:
         """Continuation of each prompt (greedy, or `sampling`); only the new text, in input order."""
         return [found.text for found in self.continuations(prompts, max_new_tokens, sampling)]
 
+    @halving_batch_on_out_of_memory
     def continuations(self, prompts: Sequence[str], max_new_tokens: int,
                       sampling: TopKSampling | None = None) -> list[Continuation]:
         """Each prompt's continuation (new token ids without padding, and their text), in

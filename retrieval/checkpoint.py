@@ -87,8 +87,7 @@ def load_network(
 ) -> NetworkCheckpoint:
     """Read a checkpoint written by `save_network` (a file, or a folder holding network.safetensors).
 
-    `expect_llm` / `expect_encoder` None skip those checks on purpose (to inspect a file);
-    widths are checked before fingerprints so the common mistake gets the most useful sentence.
+    `expect_llm` / `expect_encoder` None skip those checks on purpose (to inspect a file).
     """
     path = Path(path)
     if path.is_dir():
@@ -102,26 +101,9 @@ def load_network(
         encoder = ModelIdentity(str(header["encoder"]["fingerprint"]), int(header["encoder"]["width"]))
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"Retrieval checkpoint {path} has a malformed header ({error}).") from None
-    if expect_llm is not None and expect_llm.width != config.llm_width:
-        raise CheckpointError(
-            f"Retrieval checkpoint {path} was trained for an LLM of width {config.llm_width}, "
-            f"but this model has width {expect_llm.width}; train a checkpoint for this model."
-        )
-    if expect_llm is not None and expect_llm.fingerprint != llm.fingerprint:
-        raise CheckpointError(
-            f"Retrieval checkpoint {path} was trained for LLM {llm.describe()}, not for "
-            f"{expect_llm.describe()}; train a checkpoint for this model."
-        )
-    if expect_encoder is not None and expect_encoder.width != encoder.width:
-        raise CheckpointError(
-            f"Retrieval checkpoint {path} expects a knowledge encoder of pooled width "
-            f"{encoder.width}, but the encoder gives width {expect_encoder.width}."
-        )
-    if expect_encoder is not None and expect_encoder.fingerprint != encoder.fingerprint:
-        raise CheckpointError(
-            f"Retrieval checkpoint {path} was trained with knowledge encoder "
-            f"{encoder.describe()}, not with {expect_encoder.describe()}."
-        )
+    refusal = _unsuitable(trained_for=(llm, encoder), expected=(expect_llm, expect_encoder))
+    if refusal:
+        raise CheckpointError(f"Retrieval checkpoint {path} {refusal}.")
     network = RetrievalNetwork(config)
     state = {name: tensor.float() for name, tensor in tensors.items()}
     try:
@@ -181,3 +163,18 @@ def read_checked(path: Path, format_name: str, what: str) -> tuple[dict, dict[st
         raise CheckpointError(f"{what} {path} is corrupt: its checksum does not match its contents.")
     return header, tensors
 
+
+
+def _unsuitable(trained_for: tuple[ModelIdentity, ModelIdentity],
+                expected: tuple[ModelIdentity | None, ModelIdentity | None]) -> str | None:
+    """Why a network trained for (LLM, encoder) `trained_for` cannot run with the `expected` ones
+    (None: not checked), or None. Widths come before fingerprints so that the common mistake gets
+    the most useful sentence."""
+    roles = (("an LLM", "this model", "; train a checkpoint for this model"),
+             ("a knowledge encoder", "the encoder", ""))
+    for (role, this, advice), was, now in zip(roles, trained_for, expected):
+        if now is not None and now.width != was.width:
+            return f"was trained for {role} of width {was.width}, but {this} has width {now.width}{advice}"
+        if now is not None and now.fingerprint != was.fingerprint:
+            return f"was trained for {role} {was.describe()}, not for {now.describe()}{advice}"
+    return None

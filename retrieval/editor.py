@@ -18,7 +18,8 @@ import torch
 
 from data.requests import EditRequest, validate_requests
 from lm.loading import model_fingerprint
-from lm.scoring import LMScorer
+from lm.memory import scorer_batch_size
+from lm.scoring import BATCH_SIZE, LMScorer
 from retrieval.checkpoint import CheckpointError, load_network, shipped_checkpoint
 from retrieval.encoder import KnowledgeEncoder
 from retrieval.injection import prompted_generate, prompted_hidden
@@ -106,7 +107,7 @@ class KnowledgeStore:
 class RetrievalScorer(LMScorer):
     """`LMScorer` whose forward pass and generation go through retrieval and prompt injection."""
 
-    def __init__(self, model, tok, store: KnowledgeStore, batch_size: int = 32):
+    def __init__(self, model, tok, store: KnowledgeStore, batch_size: int = BATCH_SIZE):
         super().__init__(model, tok, batch_size=batch_size)
         self.store = store
 
@@ -213,7 +214,7 @@ class RetrievalEditor:
         *,
         trained_for: ModelIdentity | None = None,
         source: str = "the retrieval network",
-        batch_size: int = 32,
+        batch_size: int | None = None,
         network_identity: NetworkIdentity | None = None,
     ):
         self.network = network.eval()
@@ -221,7 +222,7 @@ class RetrievalEditor:
         self.name = network.config.name
         self.trained_for = trained_for
         self.source = source
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # of its scorers; None: sized from the memory budget
         self.network_identity = network_identity  # recorded in saved memories, checked on load
         self.hparams = None  # its settings are the trained network's (`network.config`)
         self.memory: EditMemory | None = None
@@ -260,7 +261,7 @@ class RetrievalEditor:
         validate_requests(requests)
         store = self._store_for(model)
         ids = store.add(requests, model, tok)
-        return RetrievalApplied(self.name, self.scorer_type(model, tok, store, self.batch_size), ids)
+        return RetrievalApplied(self.name, self.scorer_type(model, tok, store, self._scorer_batch(model)), ids)
 
     def knowledge_keys(self, requests: Sequence[EditRequest]) -> torch.Tensor:
         """The memory keys `apply` would store for `requests` (protocol.KnowledgeKeys)."""
@@ -290,8 +291,11 @@ class RetrievalEditor:
         """The edit `RetrievalApplied.save` wrote to `folder`, live on `model`; the handle holds
         every loaded entry (its `undo()` empties the memory)."""
         self.load_memory(Path(folder) / MEMORY_FILE, model)
-        return RetrievalApplied(self.name, self.scorer_type(model, tok, self._store, self.batch_size),
+        return RetrievalApplied(self.name, self.scorer_type(model, tok, self._store, self._scorer_batch(model)),
                                 self.memory.ids)
+
+    def _scorer_batch(self, model) -> int:
+        return self.batch_size or scorer_batch_size(model)
 
     def _store_for(self, model) -> KnowledgeStore:
         identity = self.check_model(model)

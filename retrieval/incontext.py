@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from lm.scoring import LMScorer, pad_sequences
+from lm.scoring import BATCH_SIZE, LMScorer, pad_sequences
 from retrieval.editor import KnowledgeStore, RetrievalEditor
 from retrieval.encoder import KnowledgeEncoder
 
@@ -56,7 +56,7 @@ class InContextScorer(LMScorer):
     retrieve nothing go through the plain model.
     """
 
-    def __init__(self, model, tok, store: InContextStore, batch_size: int = 32):
+    def __init__(self, model, tok, store: InContextStore, batch_size: int = BATCH_SIZE):
         super().__init__(model, tok, batch_size=batch_size)
         self.store = store
 

@@ -19,38 +19,26 @@ prototype is the sentinel.
 
 from __future__ import annotations
 
-import dataclasses
-
 from retrieval.editor import RetrievalEditor
 from retrieval.encoder import KnowledgeEncoder
-from retrieval.network import NetworkConfig, RetrievalNetwork, llm_embedding_scale
+from retrieval.network import NetworkConfig, RetrievalNetwork
 
-# Knowledge slots projected from z_v that the T prompt queries attend over.
-PUBLISHED_SLOTS = 8
+# MedREK as published (T = 3: the paper's MedCF++ setting), over 8 knowledge slots projected
+# from z_v; each field may be overridden per network.
+MEDREK = dict(name="medrek", key_source="question", shared_query_key=True, prompt_source="value",
+              prompt_encoder="attention", prompt_length=3, slots=8, copy_tokens=0)
+# The copy-slot variant: T = 8 tokens over 4 knowledge slots and 16 copy slots.
+MEDREK_COPY = MEDREK | dict(name="medrek_copy", prompt_length=8, slots=4, copy_tokens=16)
 
 
 def medrek_config(encoder: KnowledgeEncoder, llm, **overrides) -> NetworkConfig:
     """The published MedREK architecture for this encoder and LLM; `overrides` replace settings."""
-    config = NetworkConfig(
-        name="medrek",
-        key_source="question",
-        shared_query_key=True,
-        prompt_source="value",
-        prompt_encoder="attention",
-        encoder_hidden=encoder.hidden_width,
-        llm_width=llm.get_input_embeddings().embedding_dim,
-        embedding_scale=llm_embedding_scale(llm),
-        prompt_length=3,
-        slots=PUBLISHED_SLOTS,
-        copy_tokens=0,
-    )
-    return dataclasses.replace(config, **overrides)
+    return NetworkConfig.for_models(encoder, llm, **(MEDREK | overrides))
 
 
 def medrek_copy_config(encoder: KnowledgeEncoder, llm, **overrides) -> NetworkConfig:
     """MedREK with 16 copy slots of the statement's LLM token embeddings and T = 8."""
-    config = medrek_config(encoder, llm, name="medrek_copy", prompt_length=8, slots=4, copy_tokens=16)
-    return dataclasses.replace(config, **overrides)
+    return NetworkConfig.for_models(encoder, llm, **(MEDREK_COPY | overrides))
 
 
 def new_medrek(encoder: KnowledgeEncoder, llm, **overrides) -> RetrievalNetwork:

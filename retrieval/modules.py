@@ -8,9 +8,18 @@ Shapes: `x` is a pooled encoder vector [N, 4h], `z` a representation [N, r], a p
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
+
+
+class CopySlots(NamedTuple):
+    """The copy slots of the attention encoder: the LLM's input embeddings of a statement's
+    last tokens, last token first [N, n, d], and which of them are real tokens [N, n]."""
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
 
 
 class ResidualBlock(nn.Module):
@@ -51,13 +60,8 @@ class MLPPromptEncoder(nn.Module):
         # larger or smaller than what the LLM was trained on gives it nothing useful to learn from.
         _scale_init(self.output, embedding_scale / math.sqrt(width))
 
-    def forward(
-        self,
-        z: torch.Tensor,
-        copy_embeds: torch.Tensor | None = None,
-        copy_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        del copy_embeds, copy_mask
+    def forward(self, z: torch.Tensor, copies: CopySlots | None = None) -> torch.Tensor:
+        del copies  # RECIPE's prompt is a function of z alone
         return self.output(self.residual(z)).view(-1, self.length, self.llm_width)
 
 
@@ -130,23 +134,18 @@ class AttentionPromptEncoder(nn.Module):
             nn.init.eye_(projection.weight)
             nn.init.zeros_(projection.bias)
 
-    def forward(
-        self,
-        z: torch.Tensor,
-        copy_embeds: torch.Tensor | None = None,
-        copy_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Prompts [B, T, d]. `copy_embeds` [B, n, d]: slot j is the j-th token from the end."""
+    def forward(self, z: torch.Tensor, copies: CopySlots | None = None) -> torch.Tensor:
+        """Prompts [B, T, d]. Copy slot j is the statement's j-th token from the end."""
         batch = z.shape[0]
         queries = self.query_from_z(z).view(batch, self.length, -1) + self.query_position
         values = self.slots_from_z(z).view(batch, self.slots, -1)
         position = self.slot_position.expand(batch, -1, -1)
         available = torch.ones(batch, self.slots, dtype=torch.bool, device=z.device)
-        if self.copy_tokens and copy_embeds is not None and copy_embeds.shape[1]:
-            count = min(copy_embeds.shape[1], self.copy_tokens)
-            values = torch.cat([values, copy_embeds[:, :count].to(z.dtype)], dim=1)
+        if self.copy_tokens and copies is not None and copies.embeds.shape[1]:
+            count = min(copies.embeds.shape[1], self.copy_tokens)
+            values = torch.cat([values, copies.embeds[:, :count].to(z.dtype)], dim=1)
             position = torch.cat([position, self.copy_position[:count].expand(batch, -1, -1)], dim=1)
-            available = torch.cat([available, copy_mask[:, :count].to(torch.bool)], dim=1)
+            available = torch.cat([available, copies.mask[:, :count].to(torch.bool)], dim=1)
         keys = self.key(values) + position
         return self.output(self._attend(queries, keys, self.value(values), available))
 

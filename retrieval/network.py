@@ -28,6 +28,7 @@ from torch import nn
 from data.requests import EditRequest
 from retrieval.modules import (
     AttentionPromptEncoder,
+    CopySlots,
     KnowledgeSentinel,
     MLPPromptEncoder,
     ProjectionMLP,
@@ -74,6 +75,13 @@ class NetworkConfig:
                 raise ValueError(f"{field} must be at least 1, got {getattr(self, field)}.")
         if self.copy_tokens < 0:
             raise ValueError(f"copy_tokens must be non-negative, got {self.copy_tokens}.")
+
+    @classmethod
+    def for_models(cls, encoder, llm, **settings) -> "NetworkConfig":
+        """The architecture `settings` for this knowledge encoder and LLM: the widths and the
+        prompts' initial scale are read from the two models."""
+        return cls(encoder_hidden=encoder.hidden_width, llm_width=llm.get_input_embeddings().embedding_dim,
+                   embedding_scale=llm_embedding_scale(llm), **settings)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -164,24 +172,18 @@ class RetrievalNetwork(nn.Module):
         """The sentinel's unit key [1, r], projected like a memory key."""
         return self.keys(self.sentinel.pooled(encoder))
 
-    def prompts(
-        self,
-        value_features: torch.Tensor,
-        copy_embeds: torch.Tensor | None = None,
-        copy_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def prompts(self, value_features: torch.Tensor, copies: CopySlots | None = None) -> torch.Tensor:
         """Continuous prompts [N, T, d] from pooled statement vectors [N, 4h] (+ copy slots)."""
         mlp = self.key_mlp if self.value_mlp is None else self.value_mlp
-        return self.prompt_encoder(mlp(value_features), copy_embeds, copy_mask)
+        return self.prompt_encoder(mlp(value_features), copies)
 
     def statement_prompts(
         self, value_features: torch.Tensor, statements: Sequence[str], llm, tok
     ) -> torch.Tensor:
         """`prompts` with the copy slots taken from the statements' tokens when the encoder has them."""
-        copies = (None, None)
-        if self.copies_statement:
-            copies = statement_token_embeddings(llm, tok, statements, self.config.copy_tokens)
-        return self.prompts(value_features, *copies)
+        copies = (statement_token_embeddings(llm, tok, statements, self.config.copy_tokens)
+                  if self.copies_statement else None)
+        return self.prompts(value_features, copies)
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(retriever parameters, prompt-path parameters). A key MLP that also feeds the prompt
@@ -202,11 +204,9 @@ def llm_embedding_scale(llm) -> float:
     return float(llm.get_input_embeddings().weight.detach().float().std())
 
 
-def statement_token_embeddings(
-    llm, tok, statements: Sequence[str], limit: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """LLM input embeddings of each statement's last `limit` tokens, last token first:
-    (embeds [N, n, d], mask [N, n]) with n <= limit (the copy slots of the attention encoder)."""
+def statement_token_embeddings(llm, tok, statements: Sequence[str], limit: int) -> CopySlots:
+    """The copy slots of each statement: the LLM's input embeddings of its last `limit` tokens,
+    last token first (n <= limit slots per row)."""
     embedding = llm.get_input_embeddings()
     device = embedding.weight.device
     ids = [
@@ -220,4 +220,4 @@ def statement_token_embeddings(
         padded[row, : len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
         mask[row, : len(row_ids)] = True
     with torch.no_grad():
-        return embedding(padded).float(), mask
+        return CopySlots(embedding(padded).float(), mask)

@@ -9,27 +9,19 @@ retrieval/README.md): its features are computed once, which is what makes traini
 
 from __future__ import annotations
 
-import dataclasses
-
 from retrieval.editor import RetrievalEditor
 from retrieval.encoder import KnowledgeEncoder
-from retrieval.network import NetworkConfig, RetrievalNetwork, llm_embedding_scale
+from retrieval.network import NetworkConfig, RetrievalNetwork
+
+
+# RECIPE as published; each field may be overridden per network.
+RECIPE = dict(name="recipe", key_source="statement", shared_query_key=False, prompt_source="key",
+              prompt_encoder="mlp", prompt_length=3)
 
 
 def recipe_config(encoder: KnowledgeEncoder, llm, **overrides) -> NetworkConfig:
     """RECIPE's architecture for this encoder and LLM; `overrides` replace single settings."""
-    config = NetworkConfig(
-        name="recipe",
-        key_source="statement",
-        shared_query_key=False,
-        prompt_source="key",
-        prompt_encoder="mlp",
-        encoder_hidden=encoder.hidden_width,
-        llm_width=llm.get_input_embeddings().embedding_dim,
-        embedding_scale=llm_embedding_scale(llm),
-        prompt_length=3,
-    )
-    return dataclasses.replace(config, **overrides)
+    return NetworkConfig.for_models(encoder, llm, **(RECIPE | overrides))
 
 
 def new_recipe(encoder: KnowledgeEncoder, llm, **overrides) -> RetrievalNetwork:

@@ -18,6 +18,7 @@ from editors.hparams import (
     load_hparams,
     parse_override_args,
 )
+from lm.adapters import UnsupportedArchitecture
 
 
 @pytest.mark.parametrize("editor", sorted(EDITOR_HPARAMS))
@@ -121,7 +122,7 @@ def test_malformed_override_argument():
 def test_unknown_editor_and_model_type():
     with pytest.raises(HparamsError, match="No hyper-parameters for editor 'rome'"):
         load_hparams("rome", "llama")
-    with pytest.raises(HparamsError, match="No hyper-parameter family for model type 'bert'"):
+    with pytest.raises(UnsupportedArchitecture, match="No architecture adapter for model_type 'bert'"):
         load_hparams("memit", "bert")
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from retrieval.modules import AttentionPromptEncoder, MLPPromptEncoder, ProjectionMLP
+from retrieval.modules import AttentionPromptEncoder, CopySlots, MLPPromptEncoder, ProjectionMLP
 from retrieval.network import NetworkConfig, RetrievalNetwork
 
 WIDTH, LENGTH, LLM_WIDTH = 16, 4, 24
@@ -37,7 +37,7 @@ def test_untrained_copy_slots_reproduce_the_statement_tail_in_reading_order():
     # At a realistic head width (SmolLM2: 576 / 8 = 72) the position match is sharp.
     copies = torch.randn(2, 6, 144) * 0.1  # slot j = j-th token from the end
     mask = torch.ones(2, 6, dtype=torch.bool)
-    prompt = encoder(slots=2, copy_tokens=6, llm_width=144, heads=2)(torch.randn(2, WIDTH), copies, mask)
+    prompt = encoder(slots=2, copy_tokens=6, llm_width=144, heads=2)(torch.randn(2, WIDTH), CopySlots(copies, mask))
     expected = copies[:, :LENGTH].flip(1)  # the last T tokens, first to last
     cosine = torch.nn.functional.cosine_similarity(prompt, expected, dim=-1)
     assert cosine.min() > 0.99
@@ -50,7 +50,7 @@ def test_masked_copy_slots_are_never_attended():
     z = torch.randn(1, WIDTH)
     changed = copies.clone()
     changed[:, 2:] = 100.0
-    assert torch.equal(module(z, copies, mask), module(z, changed, mask))
+    assert torch.equal(module(z, CopySlots(copies, mask)), module(z, CopySlots(changed, mask)))
 
 
 def test_mlp_prompt_encoder_and_projection_shapes():

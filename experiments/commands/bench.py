@@ -17,7 +17,6 @@ from experiments.commands.common import field_map_option, max_target_tokens_opti
 from experiments.commands.sweep import batch_sizes_of, run_batch_size_sweep, sweep_edits
 from experiments.commands.sweep_options import SweepArguments, sweep_options
 from experiments.console import fail
-from experiments.tables import comparison_table
 from lm.loading import load
 
 MEDICAL_BENCHMARKS = ("medcf", "medcfpp", "medversa")
@@ -54,15 +53,9 @@ def medical_command(benchmark_text, batch_text, edits, fields, max_target_tokens
                              None if benchmark in BENCHMARKS else fields)
                  for seed in sweep.seeds for benchmark in benchmarks]
     model, tok = load(sweep.model_name)
-    edit_sets, jobs, records = run_batch_size_sweep(edit_sets, sizes, model, tok, max_target_tokens, sweep, rank, out)
+    records = run_batch_size_sweep(edit_sets, sizes, model, tok, max_target_tokens, sweep, rank, out)
     if records is None:
         return
-    for edit_set in edit_sets:
-        where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or edit_set.dataset.file})"
-        for size in sizes:
-            mine = [record for job, record in zip(jobs, records) if job.edits is edit_set and job.batch_size == size]
-            out.print(comparison_table(mine, f"{where}: {len(edit_set.requests)} edits, batch {size}, "
-                                             f"seed {edit_set.seed}"))
     sweep.publish("bench medical", dict(benchmark=benchmark_text, batch=list(sizes), edits=edits,
                                         fields=fields and fields.spec, max_target_tokens=max_target_tokens),
                   records, out)

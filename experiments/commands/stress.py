@@ -30,7 +30,7 @@ from experiments.edit_sets import EditSet, cut_long_targets, draw_edits, edit_se
 from experiments.records import RunRecord
 from experiments.report import DISTINCT_SUBJECT, SAME_SUBJECT
 from experiments.report.formatting import fixed, percent
-from experiments.tables import comparison_table, sequential_table
+from experiments.tables import sequential_table
 from lm.loading import load
 
 NATURAL_GROUPS = "natural-groups"
@@ -161,15 +161,9 @@ def batch_sweep_command(benchmark, split, fields, max_target_tokens, batch_sizes
     edit_sets = [sweep_edits(benchmark, sizes, edits, seed, split, "--batch-sizes", fields)
                  for seed in sweep.seeds]
     model, tok = load(sweep.model_name)
-    edit_sets, jobs, records = run_batch_size_sweep(edit_sets, sizes, model, tok, max_target_tokens, sweep, rank, out)
+    records = run_batch_size_sweep(edit_sets, sizes, model, tok, max_target_tokens, sweep, rank, out)
     if records is None:
         return
-    for edit_set in edit_sets:
-        where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or 'file'})"
-        for size in sizes:
-            out.print(comparison_table([r for r in records if r.batch_size == size and r.seed == edit_set.seed],
-                                       f"{len(edit_set.requests)} edits from {where}, batch {size}, "
-                                       f"seed {edit_set.seed}"))
     sweep.publish("stress batch-sweep", dict(benchmark=benchmark, split=split, batch_sizes=list(sizes), edits=edits,
                                              fields=fields and fields.spec, max_target_tokens=max_target_tokens),
                   records, out)

@@ -30,6 +30,7 @@ from experiments.edit_sets import EditSet, cut_long_targets, draw_edits
 from experiments.harness import prepare_baseline, run_batch, run_sequential
 from experiments.identity import IdentityEditor
 from experiments.records import RunRecord, Settings
+from experiments.tables import comparison_table
 from experiments.report import akd_entries
 from experiments.workers import Job, WorkerPlan, run_in_workers
 from lm.errors import UsageError
@@ -90,9 +91,10 @@ def batch_size_jobs(lineup: Mapping[str, Editor], edits: EditSet, sizes: Sequenc
 
 def run_batch_size_sweep(edit_sets: Sequence[EditSet], sizes: Sequence[int], model: Any, tok: Any,
                          max_target_tokens: int | None, sweep: SweepArguments, rank: Rank,
-                         out: Console) -> tuple[list[EditSet], list[Job], list[RunRecord] | None]:
-    """Every editor at every batch size on each edit set (targets cut to `max_target_tokens`):
-    the edit sets as cut, the jobs, and `run_jobs`' records (None off rank 0)."""
+                         out: Console) -> list[RunRecord] | None:
+    """Every editor at every batch size on each edit set (targets cut to `max_target_tokens`),
+    one table per edit set and batch size printed on rank 0: `run_jobs`' records (None off
+    rank 0)."""
     edit_sets = [cut_long_targets(edit_set, tok, max_target_tokens) for edit_set in edit_sets]
     # The first edit set's benchmark picks the tables (`stress batch-sweep` has one benchmark;
     # the shipped medical tables of `bench medical` serve all three medical benchmarks).
@@ -101,7 +103,13 @@ def run_batch_size_sweep(edit_sets: Sequence[EditSet], sizes: Sequence[int], mod
     jobs = [job for edit_set in edit_sets for job in batch_size_jobs(lineup, edit_set, sizes)]
     records = run_jobs(jobs, lineup, model, tok, sweep.settings, rank, out,
                        plan=sweep.worker_plan(len(jobs), hparams=hparams))
-    return edit_sets, jobs, records
+    for edit_set in edit_sets if records is not None else ():
+        where = f"{edit_set.dataset.benchmark} ({edit_set.dataset.split or edit_set.dataset.file})"
+        for size in sizes:
+            mine = [record for job, record in zip(jobs, records) if job.edits is edit_set and job.batch_size == size]
+            out.print(comparison_table(mine, f"{len(edit_set.requests)} edits from {where}, batch {size}, "
+                                             f"seed {edit_set.seed}"))
+    return records
 
 
 def run_jobs(jobs: Sequence[Job], lineup: Mapping[str, Editor], model: Any, tok: Any,

@@ -55,19 +55,17 @@ def report_plots(rows: Sequence[ResultRow], finals: Sequence[ResultRow],
                  akd: Sequence[AkdPoint]) -> tuple[Plot, ...]:
     """The applicable plots, in the order (a)-(e). `finals` has one row per run."""
     colours = _editor_colours(finals)
-    plots = []
-    batch_series = _batch_size_series(finals)
-    if batch_series:
-        plots.append(Plot(
-            "Degradation against batch size",
-            "Scores of each editor at each batch size (single/batch runs; log-scaled x axis).",
-            partial(_draw_curves, batch_series, colours, "batch size", log_x=True)))
-    sequential_series = _sequential_series(rows)
-    if sequential_series:
-        plots.append(Plot(
-            "Degradation over sequential edits",
-            "Scores of everything edited so far after each sequential step.",
-            partial(_draw_curves, sequential_series, colours, "edits applied so far", log_x=False)))
+    # (title, caption, series, x axis label, log-scaled x): the two degradation curves.
+    curves = (
+        ("Degradation against batch size",
+         "Scores of each editor at each batch size (single/batch runs; log-scaled x axis).",
+         _batch_size_series(finals), "batch size", True),
+        ("Degradation over sequential edits",
+         "Scores of everything edited so far after each sequential step.",
+         _sequential_series(rows), "edits applied so far", False),
+    )
+    plots = [Plot(title, caption, partial(_draw_curves, series, colours, x_label, log_x=log_x))
+             for title, caption, series, x_label, log_x in curves if series]
     akd_pairs = _akd_pairs(finals, akd)
     if akd_pairs:
         plots.append(Plot(
