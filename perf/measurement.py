@@ -67,7 +67,7 @@ def main(count: int, bf16: bool) -> None:
         parts[f"perplexity {name}"] = seconds(lambda: heldout_losses(scorer, text))
         print(f"{name}: {len(text.targets)} held-out pieces, {text.tokens} target tokens", flush=True)
     if bf16:
-        _bf16_parts(cast_copy(model, torch.bfloat16), tok, requests, text, parts, seconds)
+        _bf16_parts(model, tok, requests, text, parts, seconds)
     for name, value in parts.items():
         print(f"{name:>24}: {value:7.1f} CPU s")
     before = parts["requests"] + parts["fluency before"] + parts["perplexity before"]
