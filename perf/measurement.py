@@ -1,17 +1,21 @@
 """What the model-health measurements of one harness scoring step cost, before and after the
-measurement issue, measured in one run so that both see the same machine load.
+measurement issue, and what scoring in bfloat16 would save and change, measured in one run so
+that every part sees the same machine load.
 
 For one batch of edit requests on the plain model (an edited model costs the same):
 - requests: efficacy, generality, locality and NS of every request (unchanged);
 - fluency before: greedy continuations of 20 edit prompts, at most 40 new tokens (stopping at
   the end of turn); after: top-5 sampling of 50 edit prompts to exactly 100 new tokens;
 - perplexity before: 1,024 held-out target tokens after a one-word prompt; after: 8,192
-  target tokens, each piece after its 16 preceding words.
+  target tokens, each piece after its 16 preceding words;
+- with `--bf16`: the requests and the 8,192-token perplexity again on a bfloat16 copy of the
+  model (the harness scores in float32; this is the option a shorter default run would need),
+  and how often its argmax differs from float32's on the requests' target positions.
 It prints CPU seconds per part (process time on one torch thread: robust when other processes
 share the machine, and equal to wall time on an idle one) and the ratio of a whole scoring step
 after / before, which multiplies the "Scoring s" column of a report made before the change.
 
-    python perf/measurement.py [--requests 100]
+    python perf/measurement.py [--requests 100] [--bf16]
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from experiments.heldout import heldout_losses, heldout_text  # noqa: E402
 from experiments.records import Settings  # noqa: E402
 from experiments.scoring import fluency_samples, locality_predictions, score_requests  # noqa: E402
 from lm.loading import load  # noqa: E402
+from lm.precision import cast_copy  # noqa: E402
 from lm.scoring import LMScorer  # noqa: E402
 
 BEFORE = Settings(fluency_prompts=20, fluency_new_tokens=40, fluency_top_k=0, perplexity_tokens=1024,
@@ -39,7 +44,8 @@ AFTER = Settings()
 
 @click.command()
 @click.option("--requests", "count", type=int, default=100, show_default=True)
-def main(count: int) -> None:
+@click.option("--bf16", is_flag=True, help="Also time the forward-only parts on a bfloat16 copy.")
+def main(count: int, bf16: bool) -> None:
     torch.set_num_threads(1)
     model, tok = load("default", device="cpu")
     scorer = LMScorer(model, tok)
@@ -60,11 +66,39 @@ def main(count: int) -> None:
                             settings.perplexity_context_words)
         parts[f"perplexity {name}"] = seconds(lambda: heldout_losses(scorer, text))
         print(f"{name}: {len(text.targets)} held-out pieces, {text.tokens} target tokens", flush=True)
+    if bf16:
+        _bf16_parts(model, tok, requests, text, parts, seconds)
     for name, value in parts.items():
-        print(f"{name:>18}: {value:7.1f} CPU s")
+        print(f"{name:>24}: {value:7.1f} CPU s")
     before = parts["requests"] + parts["fluency before"] + parts["perplexity before"]
     after = parts["requests"] + parts["fluency after"] + parts["perplexity after"]
     print(f"scoring step before {before:.1f} s, after {after:.1f} s: ratio after/before {after / before:.2f}")
+    if bf16:
+        forward = parts["requests"] + parts["perplexity after"]
+        forward_bf16 = parts["requests bf16"] + parts["perplexity after bf16"]
+        print(f"forward-only parts float32 {forward:.1f} s, bfloat16 {forward_bf16:.1f} s: "
+              f"ratio {forward / forward_bf16:.2f}; a whole step in bfloat16 scoring would take "
+              f"{forward_bf16 + parts['fluency after']:.1f} s (generation kept in float32)")
+
+
+def _bf16_parts(model, tok, requests, text, parts, seconds) -> None:
+    """The requests and the held-out text scored on a bfloat16 copy of `model`, and how far that
+    moves what they measure: the share of teacher-forced target positions (edit prompts,
+    rephrasings, locality probes) whose argmax differs from float32's, and the perplexity."""
+    exact, fast = LMScorer(model, tok), LMScorer(cast_copy(model, torch.bfloat16), tok)
+    with torch.inference_mode():
+        unedited = locality_predictions(fast, requests)
+    parts["requests bf16"] = seconds(lambda: score_requests(fast, requests, unedited))
+    parts["perplexity after bf16"] = seconds(lambda: heldout_losses(fast, text))
+    pairs = [(prompt, r.target_new) for r in requests for prompt in (r.prompt, *r.rephrase_prompts)]
+    pairs += [(p.prompt, p.ground_truth) for r in requests for group in r.locality.values() for p in group]
+    with torch.inference_mode():
+        float32, bfloat16 = [scorer.score([p for p, _ in pairs], [t for _, t in pairs]) for scorer in (exact, fast)]
+        perplexities = [heldout_losses(scorer, text).perplexity for scorer in (exact, fast)]
+    positions = [(a, b) for x, y in zip(float32, bfloat16) for a, b in zip(x.argmax_ids, y.argmax_ids)]
+    flipped = sum(a != b for a, b in positions) / len(positions)
+    print(f"bfloat16 vs float32: argmax differs at {100 * flipped:.2f}% of {len(positions)} target positions; "
+          f"held-out perplexity {perplexities[0]:.3f} (float32) vs {perplexities[1]:.3f} (bfloat16)")
 
 
 if __name__ == "__main__":
