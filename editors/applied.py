@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from editors.protocol import EditError
-from lm.memory import scorer_batch_size
 from lm.scoring import LMScorer
 
 
@@ -66,7 +65,7 @@ class WeightEdit:
 
     @property
     def scorer(self) -> LMScorer:
-        return LMScorer(self.model, self.tok, scorer_batch_size(self.model))
+        return LMScorer.within_budget(self.model, self.tok)
 
     @property
     def edited_parameters(self) -> tuple[str, ...]:

@@ -22,7 +22,6 @@ from experiments.heldout import HeldoutText, PieceLosses, heldout_losses
 from experiments.scoring import locality_predictions
 from lm.cache_entries import read_sealed_json, set_aside, write_sealed_json
 from lm.files import cache_root
-from lm.memory import scorer_batch_size
 from lm.scoring import LMScorer
 
 # Bump when the way a reference value is computed changes, so older files stop matching.
@@ -33,7 +32,7 @@ class BaselineCache:
     """Reference values of one unedited model; call before any edit is applied."""
 
     def __init__(self, model: Any, tok: Any, fingerprint: str, directory: Path | None = None):
-        self.scorer = LMScorer(model, tok, scorer_batch_size(model))
+        self.scorer = LMScorer.within_budget(model, tok)
         self.directory = Path(directory or cache_root() / "baselines") / fingerprint
         self.fingerprint = fingerprint
         self.tokenizer_digest = _digest(sorted(tok.get_vocab().items()))

@@ -13,7 +13,6 @@ from typing import Any, Mapping, Sequence
 
 from data.requests import EditRequest, validate_requests
 from editors.applied import save_model_folder
-from lm.memory import scorer_batch_size
 from lm.scoring import LMScorer
 
 
@@ -41,7 +40,7 @@ class NoEdit:
 
     @property
     def scorer(self) -> LMScorer:
-        return LMScorer(self.model, self.tok, scorer_batch_size(self.model))
+        return LMScorer.within_budget(self.model, self.tok)
 
     def save(self, folder: Path) -> None:
         save_model_folder(folder, self.model, self.tok)

@@ -22,7 +22,6 @@ from editors.protocol import ReportsRetrieval, RestoresSaved
 from experiments.discovery import build_editor
 from lm.errors import UsageError
 from lm.loading import load
-from lm.memory import scorer_batch_size
 from lm.scoring import LMScorer, Scorer
 
 MANIFEST_FILE = "editscope-edits.json"
@@ -80,8 +79,9 @@ def open_saved_edits(folder: str | Path, model_name: str | None = None,
     if (folder / "config.json").is_file():
         base_model, base_tok = load(model_name)
         edited_model, edited_tok = load(str(folder))
-        return EditedModel(manifest.get("editor", "edited weights"), _scorer(base_model, base_tok),
-                           _scorer(edited_model, edited_tok), requests)
+        return EditedModel(manifest.get("editor", "edited weights"),
+                           LMScorer.within_budget(base_model, base_tok),
+                           LMScorer.within_budget(edited_model, edited_tok), requests)
     if (folder / MEMORY_FILE).is_file():
         editor_name = editor_name or manifest.get("editor")
         if editor_name is None:
@@ -98,16 +98,12 @@ def edit_in_memory(model: Any, tok: Any, editor_name: str, requests: Sequence[Ed
     editor = build_editor(editor_name, model)
     applied = editor.apply(model, tok, list(requests))
     if isinstance(applied, ReportsRetrieval):  # a retrieval handle: the weights are unchanged
-        return EditedModel(editor.name, _scorer(model, tok), applied.scorer, tuple(requests),
+        return EditedModel(editor.name, LMScorer.within_budget(model, tok), applied.scorer, tuple(requests),
                            applied.retrieved_entries)
     edited_model = copy.deepcopy(model)
     applied.undo()
-    return EditedModel(editor.name, _scorer(model, tok), _scorer(edited_model, tok), tuple(requests))
-
-
-def _scorer(model: Any, tok: Any) -> LMScorer:
-    """The plain scorer of `model`, its batches sized from the memory budget."""
-    return LMScorer(model, tok, scorer_batch_size(model))
+    return EditedModel(editor.name, LMScorer.within_budget(model, tok),
+                       LMScorer.within_budget(edited_model, tok), tuple(requests))
 
 
 def _with_memory(editor_name: str, model: Any, tok: Any, folder: Path,
@@ -117,7 +113,7 @@ def _with_memory(editor_name: str, model: Any, tok: Any, folder: Path,
         raise SavedEditsError(f"{folder} holds an edit memory, but editor {editor_name!r} cannot load one.")
     applied = editor.load_saved(folder, model, tok)
     retrieve = applied.retrieved_entries if isinstance(applied, ReportsRetrieval) else None
-    return EditedModel(editor.name, _scorer(model, tok), applied.scorer, requests, retrieve)
+    return EditedModel(editor.name, LMScorer.within_budget(model, tok), applied.scorer, requests, retrieve)
 
 
 def _manifest(folder: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from lm.memory import halving_batch_on_out_of_memory
+from lm.memory import halving_batch_on_out_of_memory, scorer_batch_size
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,12 @@ class LMScorer:
         # Models positioned by ALiBi or similar take no position ids; the rest get ids derived
         # from the mask so that no padding side is ever assumed.
         self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
+
+    @classmethod
+    def within_budget(cls, model: Any, tok: Any) -> "LMScorer":
+        """A scorer whose batches are sized from the memory budget (`lm.memory.scorer_batch_size`;
+        the model's architecture must be one `lm.adapters` knows)."""
+        return cls(model, tok, scorer_batch_size(model))
 
     @property
     def device(self) -> torch.device:
