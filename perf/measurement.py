@@ -23,6 +23,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
@@ -30,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.edit_sets import draw_edits  # noqa: E402
-from experiments.heldout import heldout_losses, heldout_text  # noqa: E402
+from experiments.heldout import PieceLosses, heldout_losses, heldout_text  # noqa: E402
 from experiments.records import Settings  # noqa: E402
 from experiments.scoring import fluency_samples, locality_predictions, score_requests  # noqa: E402
 from lm.loading import load  # noqa: E402
@@ -52,22 +53,17 @@ def main(count: int, bf16: bool) -> None:
     requests = draw_edits("medcfpp", count, seed=0).requests
     unedited = locality_predictions(scorer, requests)
 
-    def seconds(work) -> float:
-        began = time.process_time()
-        with torch.inference_mode():
-            work()
-        return time.process_time() - began
-
-    parts = {"requests": seconds(lambda: score_requests(scorer, requests, unedited))}
+    parts, result = {}, {}
+    parts["requests"], _ = timed(lambda: score_requests(scorer, requests, unedited))
     for name, settings in (("before", BEFORE), ("after", AFTER)):
         prompts = [r.prompt for r in requests[: settings.fluency_prompts]]
-        parts[f"fluency {name}"] = seconds(lambda: fluency_samples(scorer, prompts, settings, 0))
+        parts[f"fluency {name}"], _ = timed(lambda: fluency_samples(scorer, prompts, settings, 0))
         text = heldout_text(tok, settings.perplexity_tokens, settings.perplexity_corpus,
                             settings.perplexity_context_words)
-        parts[f"perplexity {name}"] = seconds(lambda: heldout_losses(scorer, text))
+        parts[f"perplexity {name}"], result[name] = timed(lambda: heldout_losses(scorer, text))
         print(f"{name}: {len(text.targets)} held-out pieces, {text.tokens} target tokens", flush=True)
     if bf16:
-        _bf16_parts(model, tok, requests, text, parts, seconds)
+        _bf16_parts(scorer, requests, text, result["after"], parts)
     for name, value in parts.items():
         print(f"{name:>24}: {value:7.1f} CPU s")
     before = parts["requests"] + parts["fluency before"] + parts["perplexity before"]
@@ -81,24 +77,31 @@ def main(count: int, bf16: bool) -> None:
               f"{forward_bf16 + parts['fluency after']:.1f} s (generation kept in float32)")
 
 
-def _bf16_parts(model, tok, requests, text, parts, seconds) -> None:
-    """The requests and the held-out text scored on a bfloat16 copy of `model`, and how far that
-    moves what they measure: the share of teacher-forced target positions (edit prompts,
-    rephrasings, locality probes) whose argmax differs from float32's, and the perplexity."""
-    exact, fast = LMScorer(model, tok), LMScorer(cast_copy(model, torch.bfloat16), tok)
+def timed(work) -> tuple[float, Any]:
+    """CPU seconds `work()` took without autograd, and what it returned."""
+    began = time.process_time()
     with torch.inference_mode():
-        unedited = locality_predictions(fast, requests)
-    parts["requests bf16"] = seconds(lambda: score_requests(fast, requests, unedited))
-    parts["perplexity after bf16"] = seconds(lambda: heldout_losses(fast, text))
+        found = work()
+    return time.process_time() - began, found
+
+
+def _bf16_parts(exact: LMScorer, requests, text, losses: PieceLosses, parts) -> None:
+    """The requests and the held-out text scored on a bfloat16 copy of the float32 model of
+    `exact` (whose held-out `losses` are given), and how far that moves what they measure: the
+    share of teacher-forced target positions (edit prompts, rephrasings, locality probes) whose
+    argmax differs from float32's, and the perplexity."""
+    fast = LMScorer(cast_copy(exact.model, torch.bfloat16), exact.tok)
+    _, unedited = timed(lambda: locality_predictions(fast, requests))
+    parts["requests bf16"], _ = timed(lambda: score_requests(fast, requests, unedited))
+    parts["perplexity after bf16"], losses_bf16 = timed(lambda: heldout_losses(fast, text))
     pairs = [(prompt, r.target_new) for r in requests for prompt in (r.prompt, *r.rephrase_prompts)]
     pairs += [(p.prompt, p.ground_truth) for r in requests for group in r.locality.values() for p in group]
-    with torch.inference_mode():
-        float32, bfloat16 = [scorer.score([p for p, _ in pairs], [t for _, t in pairs]) for scorer in (exact, fast)]
-        perplexities = [heldout_losses(scorer, text).perplexity for scorer in (exact, fast)]
+    _, (float32, bfloat16) = timed(lambda: [scorer.score([p for p, _ in pairs], [t for _, t in pairs])
+                                            for scorer in (exact, fast)])
     positions = [(a, b) for x, y in zip(float32, bfloat16) for a, b in zip(x.argmax_ids, y.argmax_ids)]
     flipped = sum(a != b for a, b in positions) / len(positions)
     print(f"bfloat16 vs float32: argmax differs at {100 * flipped:.2f}% of {len(positions)} target positions; "
-          f"held-out perplexity {perplexities[0]:.3f} (float32) vs {perplexities[1]:.3f} (bfloat16)")
+          f"held-out perplexity {losses.perplexity:.3f} (float32) vs {losses_bf16.perplexity:.3f} (bfloat16)")
 
 
 if __name__ == "__main__":
