@@ -15,6 +15,8 @@ plan for a 7B model can be made on a laptop.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import gc
 import os
@@ -130,10 +132,23 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def release_memory(device: torch.device) -> None:
-    """Give freed blocks back before a retry (collect cycles, empty CUDA's cache)."""
+    """Give freed blocks back (collect cycles; empty CUDA's cache, or on a CPU hand glibc's
+    freed heap pages back to the system), so the next chunk starts from what is live."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    else:
+        trim_c_heap()
+
+
+def trim_c_heap() -> None:
+    """`malloc_trim(0)` where the C library has it (glibc): glibc keeps freed heap pages
+    resident, so without it RSS — what a CPU budget measures — grows from one chunk to the
+    next although the live tensors do not. Elsewhere (musl, macOS) a no-op."""
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    if trim is not None:
+        trim(0)
 
 
 def chunk_for(room: int, item_bytes: Sequence[int]) -> int:
@@ -176,6 +191,7 @@ def run_in_chunks(
             continue
         done.append((indices, result))
         start += len(indices)
+        release_memory(device)  # the next chunk's peak starts from the live tensors only
     return done
 
 

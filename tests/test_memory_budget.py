@@ -4,7 +4,10 @@ halving instead of failing when the device runs out (tiny models; `perf/editing.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
 
 import pytest
 import torch
@@ -14,7 +17,8 @@ from data.requests import EditRequest
 from editors.keys import essence_sites, request_sites, target_ids
 from editors.values import ValueOptions, ValueProblem, group_bytes, optimise_values
 from lm.adapters import adapter_for
-from lm.memory import MemoryBudget, ModelShape, chunk_for, is_out_of_memory, parse_size, run_in_chunks
+from lm.memory import (MemoryBudget, ModelShape, chunk_for, is_out_of_memory, parse_size, resident_bytes,
+                       run_in_chunks)
 from tiny_models import tiny_model
 
 SUBJECTS = ("France", "Water", "Rome", "Berlin", "Insulin", "Tea", "Cats")
@@ -103,6 +107,32 @@ def test_a_single_request_that_runs_out_still_fails_and_other_errors_are_not_ret
         run_in_chunks(5, 4, lambda indices: {}["missing"], torch.device("cpu"))
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB"))
     assert not is_out_of_memory(ValueError("out of range"))
+
+
+def test_chunks_start_from_the_live_memory_not_from_what_the_last_chunk_freed():
+    """On glibc, freed heap pages stay resident until `malloc_trim`: a CPU budget measures RSS,
+    so without the trim between chunks RSS would grow from chunk to chunk."""
+    if not hasattr(ctypes.CDLL(ctypes.util.find_library("c") or None), "malloc_trim"):
+        pytest.skip("the C library has no malloc_trim (not glibc)")
+    resident_after = []
+
+    def run_chunk(indices):
+        blocks = [bytearray(60_000) for _ in range(1_500)]  # ~90 MB in heap-sized blocks
+        pinned = [bytearray(60_000) for _ in range(20)]  # malloc'd last: the heap top cannot shrink
+        del blocks
+        gc.collect()
+        return pinned
+
+    def record(indices):
+        result = run_chunk(indices)
+        resident_after.append(resident_bytes())
+        return result
+
+    kept = run_in_chunks(3, 1, record, torch.device("cpu"))  # kept: each chunk's pinned blocks stay live
+    freed_by_release = resident_after[0] - resident_bytes()
+    assert freed_by_release > 50 * 10**6  # the release after the last chunk gave the blocks back
+    assert max(resident_after) - min(resident_after) < 50 * 10**6  # and RSS does not grow per chunk
+    assert len(kept) == 3
 
 
 def test_chunk_for_takes_the_most_requests_that_fit():
