@@ -5,6 +5,7 @@ Outside torchrun (no WORLD_SIZE in the environment) everything degrades to a sin
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -36,7 +37,16 @@ def current_rank() -> Rank:
         if backend == "nccl":  # one GPU per rank; "cuda" then means this rank's device
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
+        # Left to the interpreter's teardown, gloo's threads were sometimes destroyed while
+        # joinable: a rank that had finished its share aborted ("terminate called without an
+        # active exception", exit -6) and torchrun failed the whole run.
+        atexit.register(_leave_process_group)
     return Rank(dist.get_rank(), dist.get_world_size())
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():  # a caller may have left it already
+        dist.destroy_process_group()
 
 
 def all_reduce_sum(tensors: list[torch.Tensor], rank: Rank) -> list[torch.Tensor]:
