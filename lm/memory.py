@@ -101,6 +101,8 @@ class MemoryBudget:
     def resolve(cls, device: torch.device, max_memory: int | str | None = None) -> "MemoryBudget":
         """`max_memory` if given, else `EDITSCOPE_MAX_MEMORY`, else what the process holds now
         plus `DEFAULT_FREE_SHARE` of the device's free memory."""
+        if device.type == "cpu":
+            keep_large_blocks_off_the_c_heap()
         given = max_memory if max_memory is not None else os.environ.get(MAX_MEMORY_ENV) or None
         if given is not None:
             return cls(parse_size(given) if isinstance(given, str) else int(given), explicit=True)
@@ -145,10 +147,32 @@ def trim_c_heap() -> None:
     """`malloc_trim(0)` where the C library has it (glibc): glibc keeps freed heap pages
     resident, so without it RSS — what a CPU budget measures — grows from one chunk to the
     next although the live tensors do not. Elsewhere (musl, macOS) a no-op."""
-    name = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    trim = _glibc_function("malloc_trim")
     if trim is not None:
         trim(0)
+
+
+# glibc's mallopt parameter number of M_MMAP_THRESHOLD, and the value it starts with.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def keep_large_blocks_off_the_c_heap() -> None:
+    """Fix glibc's mmap threshold at its initial 128 KiB, so every block above it (any tensor
+    worth counting) is mapped on its own and unmapped when freed. By default glibc raises the
+    threshold each time such a block is freed, after which tensors of up to 32 MiB land on the
+    heap, whose freed holes stay resident: the peak RSS of a chunked value optimisation then
+    grows from chunk to chunk (README, Performance: `perf/editing.py`), and a CPU budget, which
+    measures RSS, halves chunks that fit. A no-op where the C library is not glibc."""
+    mallopt = _glibc_function("mallopt")
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+def _glibc_function(name: str):
+    """The C library's function `name`, or None where the library lacks it (not glibc)."""
+    library = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(library), name, None) if library else None
 
 
 def chunk_for(room: int, item_bytes: Sequence[int]) -> int:

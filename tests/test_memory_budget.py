@@ -8,6 +8,9 @@ import ctypes
 import ctypes.util
 import dataclasses
 import gc
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,6 +136,38 @@ def test_chunks_start_from_the_live_memory_not_from_what_the_last_chunk_freed():
     assert freed_by_release > 50 * 10**6  # the release after the last chunk gave the blocks back
     assert max(resident_after) - min(resident_after) < 50 * 10**6  # and RSS does not grow per chunk
     assert len(kept) == 3
+
+
+FREED_BLOCKS_SCRIPT = """
+import gc, sys
+from lm.memory import keep_large_blocks_off_the_c_heap, resident_bytes
+if sys.argv[1] == "fixed":
+    keep_large_blocks_off_the_c_heap()
+freed = bytearray(8 * 2**20)  # mmapped and freed: glibc's default then raises its threshold
+del freed
+blocks = [bytearray(600_000) for _ in range(200)]  # 120 MB of tensor-sized blocks
+pinned = [bytearray(60_000) for _ in range(20)]
+before = resident_bytes()
+del blocks
+gc.collect()
+print(before - resident_bytes())
+"""
+
+
+def test_with_the_threshold_fixed_freed_tensor_sized_blocks_leave_rss_at_once():
+    """glibc's dynamic mmap threshold puts blocks freed-then-reallocated on the heap, where
+    their pages stay resident; `keep_large_blocks_off_the_c_heap` (called by every CPU budget)
+    keeps them mapped on their own, so RSS follows the live memory."""
+    if not hasattr(ctypes.CDLL(ctypes.util.find_library("c") or None), "mallopt"):
+        pytest.skip("the C library has no mallopt (not glibc)")
+
+    def released(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", FREED_BLOCKS_SCRIPT, mode], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).resolve().parents[1])
+        return int(done.stdout.strip())
+
+    assert released("fixed") > 100 * 10**6
+    assert released("dynamic") < 50 * 10**6
 
 
 def test_chunk_for_takes_the_most_requests_that_fit():
