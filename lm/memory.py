@@ -101,10 +101,12 @@ class MemoryBudget:
     def resolve(cls, device: torch.device, max_memory: int | str | None = None) -> "MemoryBudget":
         """`max_memory` if given, else `EDITSCOPE_MAX_MEMORY`, else what the process holds now
         plus `DEFAULT_FREE_SHARE` of the device's free memory."""
-        if device.type == "cpu":
-            keep_large_blocks_off_the_c_heap()
         given = max_memory if max_memory is not None else os.environ.get(MAX_MEMORY_ENV) or None
         if given is not None:
+            if device.type == "cpu":
+                # A budget the user set is held to on RSS, which must then follow the live
+                # tensors; the default budget leaves room enough to keep glibc's faster default.
+                keep_large_blocks_off_the_c_heap()
             return cls(parse_size(given) if isinstance(given, str) else int(given), explicit=True)
         return cls(device_used_bytes(device) + int(DEFAULT_FREE_SHARE * device_free_bytes(device)))
 
@@ -163,7 +165,9 @@ def keep_large_blocks_off_the_c_heap() -> None:
     threshold each time such a block is freed, after which tensors of up to 32 MiB land on the
     heap, whose freed holes stay resident: the peak RSS of a chunked value optimisation then
     grows from chunk to chunk (README, Performance: `perf/editing.py`), and a CPU budget, which
-    measures RSS, halves chunks that fit. A no-op where the C library is not glibc."""
+    measures RSS, halves chunks that fit. The price is speed: scoring and generation on the
+    default model ran ~20% slower with the threshold fixed, so only an explicit budget (the
+    user's `--max-memory`) sets it. A no-op where the C library is not glibc."""
     mallopt = _glibc_function("mallopt")
     if mallopt is not None:
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)

@@ -156,7 +156,7 @@ print(before - resident_bytes())
 
 def test_with_the_threshold_fixed_freed_tensor_sized_blocks_leave_rss_at_once():
     """glibc's dynamic mmap threshold puts blocks freed-then-reallocated on the heap, where
-    their pages stay resident; `keep_large_blocks_off_the_c_heap` (called by every CPU budget)
+    their pages stay resident; `keep_large_blocks_off_the_c_heap` (called by an explicit CPU budget)
     keeps them mapped on their own, so RSS follows the live memory."""
     if not hasattr(ctypes.CDLL(ctypes.util.find_library("c") or None), "mallopt"):
         pytest.skip("the C library has no mallopt (not glibc)")
