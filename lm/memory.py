@@ -165,8 +165,8 @@ def keep_large_blocks_off_the_c_heap() -> None:
     threshold each time such a block is freed, after which tensors of up to 32 MiB land on the
     heap, whose freed holes stay resident: the peak RSS of a chunked value optimisation then
     grows from chunk to chunk (README, Performance: `perf/editing.py`), and a CPU budget, which
-    measures RSS, halves chunks that fit. The price is speed: scoring and generation on the
-    default model ran ~20% slower with the threshold fixed, so only an explicit budget (the
+    measures RSS, halves chunks that fit. The price is speed (scoring and generation 1.16×
+    slower on the default model, `python -m perf.allocator`), so only an explicit budget (the
     user's `--max-memory`) sets it. A no-op where the C library is not glibc."""
     mallopt = _glibc_function("mallopt")
     if mallopt is not None:
