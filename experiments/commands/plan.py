@@ -59,9 +59,10 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
     from editors.hparams import ValueOptimisationHparams, load_hparams
     from editors.memory_plan import plan_values, typical_lengths
     from lm.adapters import UnsupportedArchitecture
-    from lm.memory import MemoryBudget, ModelShape, dtype_bytes, format_size
+    from lm.memory import MemoryBudget, ModelShape, dtype_bytes, format_size, parse_size
 
-    budget_bytes = None if max_memory is None else MemoryBudget.resolve(torch.device("cpu"), max_memory).total
+    # Only parsed: a plan allocates nothing, so no budget of this process is set up.
+    budget_bytes = None if max_memory is None else parse_size(max_memory)
     config = read_config(model_name)
     try:
         shape = ModelShape.from_config(config, DTYPES[dtype_name])
