@@ -16,7 +16,6 @@ plan for a 7B model can be made on a laptop.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import gc
 import os
@@ -149,7 +148,7 @@ def trim_c_heap() -> None:
     """`malloc_trim(0)` where the C library has it (glibc): glibc keeps freed heap pages
     resident, so without it RSS — what a CPU budget measures — grows from one chunk to the
     next although the live tensors do not. Elsewhere (musl, macOS) a no-op."""
-    trim = _glibc_function("malloc_trim")
+    trim = c_library_function("malloc_trim")
     if trim is not None:
         trim(0)
 
@@ -168,15 +167,16 @@ def keep_large_blocks_off_the_c_heap() -> None:
     measures RSS, halves chunks that fit. The price is speed (scoring and generation 1.16×
     slower on the default model, `python -m perf.allocator`), so only an explicit budget (the
     user's `--max-memory`) sets it. A no-op where the C library is not glibc."""
-    mallopt = _glibc_function("mallopt")
+    mallopt = c_library_function("mallopt")
     if mallopt is not None:
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
-def _glibc_function(name: str):
-    """The C library's function `name`, or None where the library lacks it (not glibc)."""
-    library = ctypes.util.find_library("c")
-    return getattr(ctypes.CDLL(library), name, None) if library else None
+def c_library_function(name: str):
+    """The C library's function `name`, or None where the library lacks it (not glibc).
+    Looked up in the symbols the interpreter already has loaded (`dlopen(NULL)`), which
+    include the C library's: no `find_library`, which runs `ldconfig` in a subprocess."""
+    return getattr(ctypes.CDLL(None), name, None)
 
 
 def chunk_for(room: int, item_bytes: Sequence[int]) -> int:

@@ -4,8 +4,6 @@ halving instead of failing when the device runs out (tiny models; `perf/editing.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import gc
 import subprocess
@@ -20,8 +18,8 @@ from data.requests import EditRequest
 from editors.keys import essence_sites, request_sites, target_ids
 from editors.values import ValueOptions, ValueProblem, group_bytes, optimise_values
 from lm.adapters import adapter_for
-from lm.memory import (MemoryBudget, ModelShape, chunk_for, is_out_of_memory, parse_size, resident_bytes,
-                       run_in_chunks)
+from lm.memory import (MemoryBudget, ModelShape, c_library_function, chunk_for, is_out_of_memory, parse_size,
+                       resident_bytes, run_in_chunks)
 from tiny_models import tiny_model
 
 SUBJECTS = ("France", "Water", "Rome", "Berlin", "Insulin", "Tea", "Cats")
@@ -115,7 +113,7 @@ def test_a_single_request_that_runs_out_still_fails_and_other_errors_are_not_ret
 def test_chunks_start_from_the_live_memory_not_from_what_the_last_chunk_freed():
     """On glibc, freed heap pages stay resident until `malloc_trim`: a CPU budget measures RSS,
     so without the trim between chunks RSS would grow from chunk to chunk."""
-    if not hasattr(ctypes.CDLL(ctypes.util.find_library("c") or None), "malloc_trim"):
+    if c_library_function("malloc_trim") is None:
         pytest.skip("the C library has no malloc_trim (not glibc)")
     resident_after = []
 
@@ -158,7 +156,7 @@ def test_with_the_threshold_fixed_freed_tensor_sized_blocks_leave_rss_at_once():
     """glibc's dynamic mmap threshold puts blocks freed-then-reallocated on the heap, where
     their pages stay resident; `keep_large_blocks_off_the_c_heap` (called by an explicit CPU budget)
     keeps them mapped on their own, so RSS follows the live memory."""
-    if not hasattr(ctypes.CDLL(ctypes.util.find_library("c") or None), "mallopt"):
+    if c_library_function("mallopt") is None:
         pytest.skip("the C library has no mallopt (not glibc)")
 
     def released(mode: str) -> int:
