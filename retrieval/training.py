@@ -88,6 +88,9 @@ class TrainingConfig:
     llm_bf16: bool = True  # bf16 autocast of the frozen LLM: 2.2x faster fwd+bwd on this CPU
     validate_every: int = 250
     checkpoint_every: int = 50
+    # Train statements the encoder slots' projection was aligned on before step 1 (0: random
+    # init). The train command fits it (retrieval/alignment.py); kept here so the log says so.
+    aligned_statements: int = 0
 
     def __post_init__(self):
         too_small = min(self.steps, self.edit_batch_size, self.edit_every) < 1

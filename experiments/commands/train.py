@@ -15,6 +15,7 @@ loss curve and the validation history into a checkpoint folder.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Sequence
 
@@ -27,12 +28,14 @@ from experiments.harness import run_batch
 from experiments.records import Settings
 from lm.files import cache_root
 from lm.loading import load, model_fingerprint
+from retrieval.alignment import align_encoder_slots
 from retrieval.checkpoint import NETWORK_FILE, CheckpointError, load_network, read_checked, save_network
 from retrieval.editor import RetrievalEditor
 from retrieval.encoder import KnowledgeEncoder
 from retrieval.features import FeatureTable
 from retrieval.medrek import new_medrek, new_medrek_copy
 from retrieval.memory import ModelIdentity
+from retrieval.network import statement_text
 from retrieval.recipe import new_recipe
 from retrieval.training import BEST_FILE, STATE_FILE, STATE_FORMAT, Trainer, TrainingConfig, loss_curve
 from retrieval.training_data import load_training_data
@@ -40,6 +43,8 @@ from retrieval.training_data import load_training_data
 BUILDERS = {"recipe": new_recipe, "medrek": new_medrek, "medrek_copy": new_medrek_copy}
 # Validation measures the edit scores only: fluency and perplexity would double its time.
 VALIDATION_SETTINGS = Settings(fluency_prompts=0, perplexity_tokens=0)
+# Held-out train statements the encoder-slot alignment is measured on (a few seconds to encode).
+ALIGNMENT_CHECK = 500
 
 
 def harness_evaluation(llm, tok):
@@ -85,6 +90,9 @@ def harness_evaluation(llm, tok):
 @click.option("--prompt-encoder", type=click.Choice(["mlp", "attention"]), default=None)
 @click.option("--encoder-tokens", type=int, default=None,
               help="Encoder slots: the knowledge encoder's states of the statement's last n tokens.")
+@click.option("--align-encoder-slots", "align_statements", type=int, default=0, show_default=True,
+              help="Start the encoder slots' projection as the ridge map from encoder token states to "
+                   "the LLM's embeddings of the aligned tokens, fitted on this many train statements.")
 @click.option("--separate-query-mlp", is_flag=True, help="Ablation: no shared query-key MLP.")
 @click.option("--init-from", type=click.Path(path_type=Path, exists=True), default=None,
               help="Start from this checkpoint's weights where names and shapes match.")
@@ -99,8 +107,8 @@ def harness_evaluation(llm, tok):
               help="Run folder of an earlier stage whose log --export includes.")
 def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, edit_every,
          locality_weight, seed,
-         validate_every, validation_size, width, prompt_length, prompt_encoder, encoder_tokens, separate_query_mlp,
-         init_from, init_part, only, limit, export_dir, earlier):
+         validate_every, validation_size, width, prompt_length, prompt_encoder, encoder_tokens, align_statements,
+         separate_query_mlp, init_from, init_part, only, limit, export_dir, earlier):
     """Train (or resume) the network of RECIPE, MEDREK or MEDREK_COPY; `--export` ships it."""
     out = console()
     name = name or editor
@@ -115,7 +123,17 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
         if separate_query_mlp:
             overrides["shared_query_key"] = False
         network = BUILDERS[editor](encoder, llm, **overrides)
-        if init_from is not None and not (run_dir / STATE_FILE).is_file():
+        data = load_training_data(seed=seed, limit=limit)
+        fresh = not (run_dir / STATE_FILE).is_file()
+        if align_statements and fresh:
+            # Before the warm start, so a checkpoint's trained projection wins over the fitted one.
+            fit, held_out = _alignment_statements(data, align_statements, seed)
+            aligned = align_encoder_slots(network, encoder, llm, tok, fit, held_out)
+            out.print(f"Encoder slots aligned on {len(fit)} train statements ({aligned.pairs} wordpieces): "
+                      f"nearest LLM token right for {aligned.accuracy:.3f} of {aligned.held_out_pairs} wordpieces "
+                      f"of {len(held_out)} other train statements, {aligned.accuracy_last:.3f} of their last "
+                      f"{network.config.prompt_length}.")
+        if init_from is not None and fresh:
             copied = _warm_start(network, init_from, init_part)
             out.print(f"Warm start from {init_from}: {len(copied)} tensors copied.")
         config = TrainingConfig(
@@ -123,8 +141,8 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
             retrieval_batch_size=retrieval_batch, edit_every=edit_every,
             seed=seed, locality_weight=locality_weight, validate_every=validate_every,
             train_prompts=only != "retriever", train_retriever=only != "prompts",
+            aligned_statements=align_statements,
         )
-        data = load_training_data(seed=seed, limit=limit)
         with progress_bar(out, "Encoding training texts", "texts") as update:
             features = FeatureTable.build(encoder, data.texts(statements_only=only == "prompts"),
                                           cache_root() / "retrieval-features", update)
@@ -148,6 +166,14 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
     if export_dir is not None:
         export(run_dir, export_dir, earlier)
         out.print(f"Exported the best network to {export_dir}.")
+
+
+def _alignment_statements(data, count: int, seed: int) -> tuple[list[str], list[str]]:
+    """`count` train statements to fit the encoder-slot alignment on (a seeded draw over all
+    benchmarks) and the next ALIGNMENT_CHECK ones to measure it on."""
+    statements = sorted({statement_text(request) for requests in data.train.values() for request in requests})
+    random.Random(f"{seed}:alignment").shuffle(statements)
+    return statements[:count], statements[count : count + ALIGNMENT_CHECK]
 
 
 def _validation_line(validation: dict) -> str:
