@@ -64,11 +64,21 @@ def test_the_aligned_untrained_prompt_is_near_the_statements_last_llm_tokens(
     # on 4,000 statements gets ~0.37 (last three: ~0.47), on these 300 somewhat less.
     assert alignment.accuracy > 0.2 and alignment.accuracy_last > 0.2
 
-    # The untrained prompt's last token, from the encoder alone, is nearest to the LLM's
-    # embedding of the statement's last token for many held-out statements.
+    # The untrained prompt, from the encoder alone, is near the LLM's embeddings of the tokens
+    # aligned with the statement's last T wordpieces (in reading order), far more often than
+    # for another statement's tokens. Measured: 0.41 against 0.07.
     with torch.no_grad():
         prompts = network.statement_prompts(encoder.encode(held_out), held_out, llm, tok, encoder)
     table = F.normalize(llm.get_input_embeddings().weight.float(), dim=-1)
-    nearest = (F.normalize(prompts[:, -1], dim=-1) @ table.T).argmax(-1)
-    last = torch.tensor([tok(text, add_special_tokens=False)["input_ids"][-1] for text in held_out])
-    assert float((nearest == last).float().mean()) > 0.2
+    nearest = (F.normalize(prompts, dim=-1) @ table.T).argmax(-1)  # [N, T]
+    length = network.config.prompt_length
+    aligned = torch.stack([aligned_pairs(encoder, tok, [text]).token_ids[:length].flip(0) for text in held_out])
+    own = float((nearest == aligned).float().mean())
+    other = float((nearest == aligned.roll(1, 0)).float().mean())
+    assert own > 0.25 and own > other + 0.15
+
+
+def test_a_network_without_encoder_slots_is_refused(encoder, default_model):
+    llm, tok = default_model
+    with pytest.raises(ValueError, match="no encoder slots"):
+        align_encoder_slots(new_medrek(encoder, llm, width=32, heads=4), encoder, llm, tok, ["a b"], ["c d"])
