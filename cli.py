@@ -40,6 +40,15 @@ def _export_max_memory(_context, _parameter, value: str | None) -> str | None:
     return value
 
 
+def _export_load_dtype(_context, _parameter, value: str | None) -> str | None:
+    """--load-dtype becomes EDITSCOPE_LOAD_DTYPE, so worker processes load models the same way."""
+    if value is not None:
+        from lm.loading import LOAD_DTYPE_ENV
+
+        os.environ[LOAD_DTYPE_ENV] = value
+    return value
+
+
 class Commands(LazyGroup):
     """The command group; every command's failure ends as `exit_codes` says."""
 
@@ -53,6 +62,10 @@ class Commands(LazyGroup):
 @click.option("--max-memory", default=None, expose_value=False, callback=_export_max_memory,
               help="Memory one process may hold at its peak (e.g. 24GB; RSS on a CPU, allocated memory on a GPU). "
                    "Memory-heavy steps size their batches to it. Default: a share of what is free.")
+@click.option("--load-dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+              expose_value=False, callback=_export_load_dtype,
+              help="Precision models are loaded in (default float32). bfloat16 halves the weights' memory "
+                   "(e.g. an 8B model on a 24 GB GPU); edits and scores then round to it.")
 def main() -> None:
     """Compare locate-then-edit and retrieval knowledge editors on identical edits."""
 

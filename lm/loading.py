@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import pickle
 import zlib
 from pathlib import Path
@@ -14,8 +15,21 @@ import torch
 
 from lm.adapters import adapter_for
 from lm.embedded import ModelNotAvailable, embedded_model_dir
+from lm.errors import UsageError
 
 DEFAULT_MODEL = "default"
+# The precision models are loaded in, by name (the CLI's --load-dtype sets the variable, so
+# worker processes and torchrun ranks load the same way).
+LOAD_DTYPE_ENV = "EDITSCOPE_LOAD_DTYPE"
+LOAD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_dtype_name() -> str:
+    """`EDITSCOPE_LOAD_DTYPE` if set, else float32."""
+    name = os.environ.get(LOAD_DTYPE_ENV) or "float32"
+    if name not in LOAD_DTYPES:
+        raise UsageError(f"{LOAD_DTYPE_ENV}={name!r} is not a precision; choose from {', '.join(LOAD_DTYPES)}.")
+    return name
 
 
 def default_device() -> torch.device:
@@ -32,10 +46,11 @@ def resolve_model_source(name: str) -> str:
 def load(
     name: str = DEFAULT_MODEL,
     device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
 ):
-    """Return `(model, tokenizer)` in eval mode, gradients off for every parameter.
+    """Return `(model, tokenizer)` in eval mode, gradients off for every parameter, with its
+    weights in `dtype` (default: `load_dtype_name()`, float32 unless the user chose otherwise).
 
     Raises `ModelNotAvailable` with one sentence when the name is neither `default`, an
     existing folder, nor a model id that can be found in the local HF cache or downloaded;
@@ -51,7 +66,7 @@ def load(
         raise ModelNotAvailable(f"Model folder {source!r} does not exist.")
     if folder.is_dir() and not (folder / "config.json").is_file():
         raise ModelNotAvailable(f"{source!r} is not a model folder: it holds no config.json.")
-    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code)
+    kwargs = dict(dtype=dtype or LOAD_DTYPES[load_dtype_name()], trust_remote_code=trust_remote_code)
     try:
         with quiet_transformers():
             model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)

@@ -13,7 +13,9 @@ On the same CounterFact test edits with the default model, each path is a whole 
   estimate of `editors.memory_plan` turns into chunks of `--chunk` requests;
 - `one-at-a-time`: the value optimisation as the reference implementations (and EasyEdit) run
   it: one request at a time, a full forward pass per step, logits at every position, float32;
-  then the same spread.
+  then the same spread under the chunked path's budget (the paths differ only in the values).
+  With `--one-at-a-time-requests K` it edits only K requests: its time is then scaled, and its
+  peak misses the spread of the other requests (the output says so).
 
 Per path it prints the edit's wall time, the process's peak memory during the edit (peak RSS on
 a CPU, peak allocated on a GPU) and above the loaded model, the dry-run estimate of that peak
@@ -151,12 +153,15 @@ def run_path(path: str, n_requests: int, chunk: int, out: Path, single_requests:
     costs = group_bytes(shape, compute, hparams.last_layer, batch.sites, batch.essence, batch.targets, groups,
                         use_kl=hparams.kl_factor > 0, eager=compute != shape.dtype_bytes)
     copy_bytes = 0 if compute == shape.dtype_bytes else shape.weights_in(compute)
-    if path == "chunked":
+    if path in ("chunked", "one-at-a-time"):
         # The budget the estimate turns into chunks of `chunk`: what is held now, the compute
-        # copy, and `chunk` of the costliest requests with most of one more as slack.
+        # copy, and `chunk` of the costliest requests with most of one more as slack. The
+        # one-at-a-time path's spread runs under the same budget, so the two paths share one
+        # spread (the budget bounds its key reads) and differ only in how the values are made.
         budget = device_used_bytes(device) + copy_bytes + int((chunk + 0.9) * max(costs))
     else:
         budget = 10**15  # unlimited: one chunk
+    # An explicit budget also fixes glibc's mmap threshold (lm.memory): every path runs with it.
     os.environ[MAX_MEMORY_ENV] = str(budget)
     estimate = plan_values(shape, hparams, len(requests), compute, max_memory=None)
     model_loaded = resident_bytes() if device.type == "cpu" else device_used_bytes(device)
@@ -218,6 +223,8 @@ def describe(results: dict, out: Path) -> None:
         scale = chunked["requests"] / single["requests"]
         note = "" if scale == 1 else (f" (one-at-a-time measured on {single['requests']} requests, "
                                       f"{single['seconds'] / single['requests']:.1f} s each, scaled to {chunked['requests']})")
+        if scale != 1:
+            note += "; its peak covers the spread of those requests only"
         print(f"chunked peak / one-at-a-time peak: {chunked['peak_bytes'] / single['peak_bytes']:.2f}; "
               f"one-at-a-time time / chunked time: {single['seconds'] * scale / chunked['seconds']:.1f}x{note}")
     if "chunked" in results and "batched" in results:

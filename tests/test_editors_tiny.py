@@ -122,6 +122,26 @@ def test_every_editor_edits_and_undoes_exactly_on_every_family(tiny, tok, cache,
     assert_unchanged(tiny, before)
 
 
+@pytest.mark.parametrize("editor_name", list(EDITORS))
+def test_every_editor_edits_a_bfloat16_model_in_place_and_undoes_exactly(tok, cache, editor_name):
+    from transformers import AutoModelForCausalLM
+
+    # What `--load-dtype bfloat16` gives the editors: weights in bf16, no float32 copy kept.
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("llama", len(tok)), dtype=torch.bfloat16).eval()
+    model.requires_grad_(False)
+    editor = make_editor(editor_name, model, FAST_BY_EDITOR[editor_name], cache_root=cache)
+    before = snapshot(model)
+    applied = editor.apply(model, tok, REQUESTS)
+    after = model.state_dict()
+    edited = [name for name in before if not torch.equal(before[name], after[name])]
+    assert edited and all(after[name].dtype == torch.bfloat16 for name in edited)
+    scores = applied.scorer.score([r.prompt for r in REQUESTS], [r.target_new for r in REQUESTS])
+    assert all(math.isfinite(s.sum_logprob) for s in scores)
+    applied.undo()
+    assert_unchanged(model, before)
+
+
 def test_upper_run_matches_the_full_forward(tiny):
     adapter = adapter_for(tiny)
     prefixes, suffixes = [[5, 6, 7], [8], []], [[9, 10], [11, 12, 13], [14]]

@@ -14,7 +14,8 @@ from lm import embedded
 from lm.adapters import UnsupportedArchitecture
 from lm.embedded import INSTALL_HINT, ModelNotAvailable, embedded_model_dir, gguf_path
 from lm.files import atomic_directory, atomic_path, cache_root, write_json_atomic
-from lm.loading import load, model_fingerprint
+from lm.errors import UsageError
+from lm.loading import LOAD_DTYPE_ENV, load, model_fingerprint
 from tiny_models import tiny_model, tiny_tokenizer
 
 REAL_AUTO_MODEL = transformers.AutoModelForCausalLM
@@ -124,6 +125,27 @@ def test_local_folder_round_trip_and_unsupported_architecture(tmp_path):
     tok.save_pretrained(tmp_path / "opt")
     with pytest.raises(UnsupportedArchitecture, match="model_type 'opt'"):
         load(str(tmp_path / "opt"), device="cpu")
+
+
+def test_models_load_in_the_precision_the_environment_names(tmp_path, monkeypatch):
+    model, tok = tiny_model("llama", seed=5), tiny_tokenizer()
+    model.save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    monkeypatch.delenv(LOAD_DTYPE_ENV, raising=False)
+    assert {p.dtype for p in load(str(tmp_path / "llama"), device="cpu")[0].parameters()} == {torch.float32}
+
+    monkeypatch.setenv(LOAD_DTYPE_ENV, "bfloat16")
+    loaded, _ = load(str(tmp_path / "llama"), device="cpu")
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor.to(torch.bfloat16)), name
+    # An explicit dtype wins over the environment.
+    assert {p.dtype for p in load(str(tmp_path / "llama"), device="cpu", dtype=torch.float32)[0].parameters()} == {
+        torch.float32}
+
+    monkeypatch.setenv(LOAD_DTYPE_ENV, "int8")
+    with pytest.raises(UsageError, match="EDITSCOPE_LOAD_DTYPE='int8' is not a precision"):
+        load(str(tmp_path / "llama"), device="cpu")
 
 
 # --- the dequantising build, without the real GGUF (fast) -----------------------------------

@@ -4,6 +4,7 @@ the measured peak of the value optimisation on small random models."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,22 @@ def test_plan_says_when_the_weights_alone_do_not_fit_and_bf16_weights_do(tmp_pat
     assert not fp32["fits"] and fp32["chunk"] is None
     bf16 = plan(tmp_path, "llama-3-8b", "--max-memory", "24GB", "--dtype", "bfloat16")
     assert bf16["fits"] and bf16["copy_bytes"] == 0 and 1 <= bf16["chunk"] < 100
+
+
+def test_load_dtype_reaches_the_environment_and_plan_follows_it(tmp_path, monkeypatch):
+    from lm.loading import LOAD_DTYPE_ENV
+
+    monkeypatch.setenv(LOAD_DTYPE_ENV, "float32")  # restored after the test (the option sets it)
+    path = tmp_path / "llama-3-8b.json"
+    path.write_text(json.dumps(CONFIGS["llama-3-8b"][0]))
+    result = CliRunner().invoke(main, ["--load-dtype", "bfloat16", "plan", "--model", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    described = json.loads(result.output)
+    assert described["weights_bytes"] == described["parameters"] * 2
+    assert described["copy_bytes"] == 0  # the bf16 value optimisation runs on the weights themselves
+    assert os.environ[LOAD_DTYPE_ENV] == "bfloat16"  # what worker processes inherit
+    result = CliRunner().invoke(main, ["--load-dtype", "int8", "plan", "--model", str(path)])
+    assert result.exit_code == 2 and "int8" in result.output
 
 
 def test_plan_refuses_a_config_without_a_model_type_and_a_retrieval_editor(tmp_path):

@@ -20,9 +20,7 @@ from covariance.distributed import current_rank
 from covariance.stats import SecondMoment, check_layers, second_moments
 from experiments.commands.common import model_option, parse_layer_option
 from experiments.console import console, fail, progress_bar
-from lm.loading import load
-
-LOAD_DTYPE = torch.float32  # the statistics' model; the memoised identity is per load dtype
+from lm.loading import LOAD_DTYPES, load, load_dtype_name
 REFERENCE_THRESHOLD = 2e-2  # the AlphaEdit reference's absolute eigenvalue threshold
 
 
@@ -63,13 +61,16 @@ def covariance_command(model_name, layers, tokens, corpus, max_length, batch_siz
     # A cache hit needs the cache keys, not the model. Under torchrun every rank takes the
     # full path, so no rank can skip a collective that another rank enters.
     stats = None
+    # The statistics of the model as the edits will load it (--load-dtype); the memoised
+    # identity is per load dtype.
+    load_dtype = LOAD_DTYPES[load_dtype_name()]
     if local is not None and rank.world == 1:
-        stats = cached_second_moments(local, layer_list, text, options, LOAD_DTYPE)
+        stats = cached_second_moments(local, layer_list, text, options, load_dtype)
     if stats is None:
-        model, tok = load(model_name, dtype=LOAD_DTYPE)
+        model, tok = load(model_name, dtype=load_dtype)
         check_layers(model, layer_list)
         if local is not None and rank.is_main:
-            remember_identity(local, model, tok, LOAD_DTYPE)
+            remember_identity(local, model, tok, load_dtype)
         started = time.perf_counter()
         with progress_bar(out, "key statistics", "tok") as update:
             stats = second_moments(model, tok, layer_list, text, options, progress=update, rank=rank)

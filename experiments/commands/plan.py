@@ -11,8 +11,7 @@ import torch
 
 from experiments.console import console
 from lm.errors import UsageError
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from lm.loading import LOAD_DTYPES, load_dtype_name
 
 
 def read_config(model: str):
@@ -46,8 +45,9 @@ def read_config(model: str):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Where the model would run (default: cuda when available). On a GPU the covariance "
                    "statistics stay in host memory.")
-@click.option("--dtype", "dtype_name", type=click.Choice(sorted(DTYPES)), default="float32", show_default=True,
-              help="Precision the weights are loaded in (editscope loads float32).")
+@click.option("--dtype", "dtype_name", type=click.Choice(sorted(LOAD_DTYPES)), default=None,
+              help="Precision the weights are loaded in (default: what --load-dtype gives the other commands, "
+                   "float32 unless set).")
 @click.option("--prompt-tokens", type=click.FloatRange(min=1), default=None,
               help="Tokens of a typical prompt (default: the CounterFact mean, 8.8).")
 @click.option("--target-tokens", type=click.FloatRange(min=1), default=None,
@@ -63,9 +63,10 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
 
     # Only parsed: a plan allocates nothing, so no budget of this process is set up.
     budget_bytes = None if max_memory is None else parse_size(max_memory)
+    dtype_name = dtype_name or load_dtype_name()
     config = read_config(model_name)
     try:
-        shape = ModelShape.from_config(config, DTYPES[dtype_name])
+        shape = ModelShape.from_config(config, LOAD_DTYPES[dtype_name])
     except (UnsupportedArchitecture, KeyError) as error:
         raise UsageError(f"Cannot plan for model type {config.model_type!r}: {error}") from None
     hparams = load_hparams(editor_name.strip().lower().replace("-", "_"), config.model_type)
@@ -78,7 +79,7 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
         budget_source = "free on this machine now"
     else:
         budget_source = "--max-memory"
-    compute = dtype_bytes(DTYPES[hparams.v_dtype])
+    compute = dtype_bytes(LOAD_DTYPES[hparams.v_dtype])
     lengths = typical_lengths(hparams, prompt_tokens, target_tokens)
     plan = plan_values(shape, hparams, batch, compute, budget_bytes, lengths, on_cpu=device_type == "cpu")
     described = {
@@ -123,8 +124,8 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
     out.print(f"  {'whole batch at once':<48}{format_size(plan.peak_bytes(batch)):>10}")
     if not plan.fits:
         out.print(f"budget {format_size(budget_bytes)} ({budget_source}): even one request needs "
-                     f"{format_size(plan.peak_bytes(1))}; load the weights in bfloat16 (--dtype bfloat16) or use a "
-                  "larger device.")
+                     f"{format_size(plan.peak_bytes(1))}; load the weights in bfloat16 (plan --dtype bfloat16, and "
+                  "editscope --load-dtype bfloat16 for the edit) or use a larger device.")
         return
     out.print(f"budget {format_size(budget_bytes)} ({budget_source}): chunks of {plan.chunk} request(s) "
               f"({described['chunks']} chunk(s)); estimated peak {format_size(plan.peak_bytes())}")
