@@ -90,7 +90,7 @@ def harness_evaluation(llm, tok):
 @click.option("--prompt-encoder", type=click.Choice(["mlp", "attention"]), default=None)
 @click.option("--encoder-tokens", type=int, default=None,
               help="Encoder slots: the knowledge encoder's states of the statement's last n tokens.")
-@click.option("--align-encoder-slots", "align_statements", type=int, default=0, show_default=True,
+@click.option("--align-encoder-slots", "align_statements", type=click.IntRange(min=0), default=0, show_default=True,
               help="Start the encoder slots' projection as the ridge map from encoder token states to "
                    "the LLM's embeddings of the aligned tokens, fitted on this many train statements.")
 @click.option("--separate-query-mlp", is_flag=True, help="Ablation: no shared query-key MLP.")
