@@ -49,6 +49,11 @@ def _export_load_dtype(_context, _parameter, value: str | None) -> str | None:
     return value
 
 
+# The names of lm.loading.LOAD_DTYPES, written out so that listing the commands does not import
+# torch (tests/test_memory_plan.py checks that they agree).
+LOAD_DTYPE_NAMES = ["float32", "bfloat16", "float16"]
+
+
 class Commands(LazyGroup):
     """The command group; every command's failure ends as `exit_codes` says."""
 
@@ -62,7 +67,7 @@ class Commands(LazyGroup):
 @click.option("--max-memory", default=None, expose_value=False, callback=_export_max_memory,
               help="Memory one process may hold at its peak (e.g. 24GB; RSS on a CPU, allocated memory on a GPU). "
                    "Memory-heavy steps size their batches to it. Default: a share of what is free.")
-@click.option("--load-dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+@click.option("--load-dtype", type=click.Choice(LOAD_DTYPE_NAMES), default=None,
               expose_value=False, callback=_export_load_dtype,
               help="Precision models are loaded in (default float32). bfloat16 halves the weights' memory "
                    "(e.g. an 8B model on a 24 GB GPU); edits and scores then round to it.")

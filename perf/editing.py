@@ -222,9 +222,8 @@ def describe(results: dict, out: Path) -> None:
         chunked, single = results["chunked"], results["one-at-a-time"]
         scale = chunked["requests"] / single["requests"]
         note = "" if scale == 1 else (f" (one-at-a-time measured on {single['requests']} requests, "
-                                      f"{single['seconds'] / single['requests']:.1f} s each, scaled to {chunked['requests']})")
-        if scale != 1:
-            note += "; its peak covers the spread of those requests only"
+                                      f"{single['seconds'] / single['requests']:.1f} s each, scaled to {chunked['requests']}; "
+                                      "its peak covers the spread of those requests only)")
         print(f"chunked peak / one-at-a-time peak: {chunked['peak_bytes'] / single['peak_bytes']:.2f}; "
               f"one-at-a-time time / chunked time: {single['seconds'] * scale / chunked['seconds']:.1f}x{note}")
     if "chunked" in results and "batched" in results:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 # held-out train statements the nearest-token accuracy was flat from 1e-4 to 1e-3 and fell above.
 RIDGE = 1e-3
 _BATCH = 64  # statements per encoder call
+_SCORED_PAIRS = 1024  # pairs scored against the whole vocabulary at once
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,10 @@ def nearest_token_accuracy(
     aligned token."""
     table = F.normalize(embeddings.float(), dim=-1)
     hits = 0
-    for start in range(0, len(pairs.states), 1024):
-        mapped = F.normalize(pairs.states[start : start + 1024] @ weight.T + bias, dim=-1)
-        hits += int(((mapped @ table.T).argmax(-1) == pairs.token_ids[start : start + 1024]).sum())
+    for start in range(0, len(pairs.states), _SCORED_PAIRS):
+        rows = slice(start, start + _SCORED_PAIRS)
+        mapped = F.normalize(pairs.states[rows] @ weight.T + bias, dim=-1)
+        hits += int(((mapped @ table.T).argmax(-1) == pairs.token_ids[rows]).sum())
     return hits / len(pairs.states)
 
 

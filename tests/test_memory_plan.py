@@ -70,6 +70,10 @@ def test_load_dtype_reaches_the_environment_and_plan_follows_it(tmp_path, monkey
     assert os.environ[LOAD_DTYPE_ENV] == "bfloat16"  # what worker processes inherit
     result = CliRunner().invoke(main, ["--load-dtype", "int8", "plan", "--model", str(path)])
     assert result.exit_code == 2 and "int8" in result.output
+    from cli import LOAD_DTYPE_NAMES
+    from lm.loading import LOAD_DTYPES
+
+    assert LOAD_DTYPE_NAMES == list(LOAD_DTYPES)  # the CLI's choices are the loader's precisions
 
 
 def test_plan_refuses_a_config_without_a_model_type_and_a_retrieval_editor(tmp_path):

@@ -58,6 +58,7 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
     """Estimate the peak memory of a key-value edit and the chunk of requests it would use."""
     from editors.hparams import ValueOptimisationHparams, load_hparams
     from editors.memory_plan import plan_values, typical_lengths
+    from editors.values import DTYPES as COMPUTE_DTYPES
     from lm.adapters import UnsupportedArchitecture
     from lm.memory import MemoryBudget, ModelShape, dtype_bytes, format_size, parse_size
 
@@ -79,7 +80,7 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
         budget_source = "free on this machine now"
     else:
         budget_source = "--max-memory"
-    compute = dtype_bytes(LOAD_DTYPES[hparams.v_dtype])
+    compute = dtype_bytes(COMPUTE_DTYPES[hparams.v_dtype])
     lengths = typical_lengths(hparams, prompt_tokens, target_tokens)
     plan = plan_values(shape, hparams, batch, compute, budget_bytes, lengths, on_cpu=device_type == "cpu")
     described = {
