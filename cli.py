@@ -13,6 +13,7 @@ from experiments.console import exit_codes
 # so a quick command (e.g. a covariance cache hit) does not pay for every other command's
 # imports (scipy, transformers, the harness).
 COMMANDS = {
+    "ablations": "experiments.commands.ablations:ablations_command",
     "akd": "experiments.commands.akd:akd_command",
     "ask": "experiments.commands.ask:ask_command",
     "bench": "experiments.commands.bench:bench_command",

@@ -1,0 +1,109 @@
+"""`editscope ablations`: the published MedREK design against its ablations, each a network
+trained on the same data with the same budget, all scored on one batch of test edits.
+
+    python cli.py ablations --benchmark counterfact --batch 100 --train
+
+Every network is trained by `train medrek` from the same start (medrek_copy's retriever; the
+prompt-path ablations train the prompt path alone for `PROMPT_STEPS` steps, the retriever
+ablations the retriever alone for `RETRIEVER_STEPS` steps on top of the shipped medrek's prompt
+path). The training code never shows the prompt path what the retriever returns (edit losses use
+each edit's own prompt), so the two kinds of ablation are independent. The networks are not
+shipped (each is 13 MB and the shipped checkpoints must stay under 40 MB): `--train` makes the
+missing ones in `$EDITSCOPE_CACHE/ablations` (~1.5 h on two CPU cores, resumable: a stopped run
+continues where it stopped), and their training logs are kept in retrieval/ablations/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from covariance.distributed import Rank
+from experiments.commands.common import model_option, output_options, publish, seed_option
+from experiments.commands.sweep import run_jobs
+from experiments.commands.train import train_command
+from experiments.console import console, fail
+from experiments.edit_sets import MAX_TARGET_TOKENS, cut_long_targets, draw_edits
+from experiments.identity import IdentityEditor
+from experiments.records import Settings
+from experiments.tables import comparison_table
+from experiments.workers import Job
+from lm.files import cache_root
+from lm.loading import load
+from retrieval.checkpoint import NETWORK_FILE, SHIPPED_DIR
+from retrieval.editor import RetrievalEditor
+
+PROMPT_STEPS = 200
+RETRIEVER_STEPS = 4000
+# The shipped medrek's training settings (retrieval/checkpoints/medrek/README.md), cut to the budget.
+PROMPT_PATH = ("--steps", str(PROMPT_STEPS), "--only", "prompts", "--prompt-lr", "1e-4",
+               "--init-from", str(SHIPPED_DIR / "medrek_copy"), "--init-part", "retriever",
+               "--retrieval-batch", "128", "--validate-every", "100", "--validation-size", "50")
+# medrek_copy's retriever stage, from a random retriever, under the shipped medrek's prompt path.
+RETRIEVER = ("--steps", str(RETRIEVER_STEPS), "--only", "retriever", "--retrieval-batch", "256",
+             "--validate-every", "1000", "--validation-size", "50", "--encoder-tokens", "8",
+             "--init-from", str(SHIPPED_DIR / "medrek"), "--init-part", "prompts")
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    what: str
+    train_options: tuple[str, ...]
+
+
+ABLATIONS = (
+    Ablation("full", "published design: attention over 8 z_v slots + 8 aligned encoder slots",
+             PROMPT_PATH + ("--encoder-tokens", "8", "--align-encoder-slots", "4000")),
+    Ablation("no-encoder-slots", "attention over the 8 z_v slots only", PROMPT_PATH + ("--encoder-tokens", "0")),
+    Ablation("no-attention", "an MLP turns z_v into the 3 prompt tokens (RECIPE's prompt encoder)",
+             PROMPT_PATH + ("--prompt-encoder", "mlp", "--encoder-tokens", "0")),
+    Ablation("retriever-shared", "retriever with the shared query-key MLP, trained from scratch", RETRIEVER),
+    Ablation("retriever-separate", "retriever with its own query MLP, trained from scratch",
+             RETRIEVER + ("--separate-query-mlp",)),
+)
+
+
+@click.command("ablations")
+@click.option("--benchmark", default="medcfpp", show_default=True, help="medcfpp, counterfact, medversa, ...")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Edits applied together (the same draw as `compare --batch`).")
+@click.option("--networks", "networks_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the ablation networks [default: $EDITSCOPE_CACHE/ablations].")
+@click.option("--train", is_flag=True, help="Train the networks that are missing (resumable) before scoring.")
+@model_option
+@seed_option
+@output_options
+def ablations_command(benchmark, batch_size, networks_dir, train, model_name, seed, quiet, as_json, reports_dir):
+    """MedREK against its trained ablations on one batch of test edits (one table, one report)."""
+    out = console(quiet or as_json)
+    networks_dir = networks_dir or cache_root() / "ablations"
+    missing = [a for a in ABLATIONS if not (networks_dir / a.name / NETWORK_FILE).is_file()]
+    if missing and not train:
+        fail(f"No trained network for {', '.join(a.name for a in missing)} in {networks_dir}; add --train "
+             "to train them (about 20 min each on two CPU cores).")
+    for ablation in missing:
+        out.print(f"Training ablation {ablation.name}: {ablation.what}")
+        train_command.main(["medrek", "--name", f"ablation-{ablation.name}", *ablation.train_options,
+                            "--model", model_name, "--export", str(networks_dir / ablation.name)],
+                           standalone_mode=False)
+    edits = draw_edits(benchmark, batch_size, seed, asked_by=f"--batch {batch_size}")
+    model, tok = load(model_name)
+    edits = cut_long_targets(edits, tok, MAX_TARGET_TOKENS)
+    lineup = {IdentityEditor.name: IdentityEditor()}
+    for ablation in ABLATIONS:
+        editor = RetrievalEditor.from_checkpoint(networks_dir / ablation.name)
+        editor.name = f"ablation:{ablation.name}"
+        editor.check_model(model)
+        lineup[editor.name] = editor
+    settings = Settings(fluency_prompts=0, perplexity_tokens=0)
+    records = run_jobs([Job(name, edits, batch_size) for name in lineup], lineup, model, tok, settings, Rank(), out)
+    out.print(comparison_table(records, f"MedREK ablations: {len(edits.requests)} edits from "
+                                        f"{edits.dataset.benchmark} ({edits.dataset.split}), batch {batch_size}"))
+    for ablation in ABLATIONS:
+        out.print(f"  ablation:{ablation.name}: {ablation.what}")
+    arguments = dict(benchmark=benchmark, batch=batch_size, model=model_name, seed=seed,
+                     networks=str(networks_dir), ablations={a.name: list(a.train_options) for a in ABLATIONS})
+    publish("ablations", arguments, records, out, reports_dir, as_json)

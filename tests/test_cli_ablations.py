@@ -1,0 +1,78 @@
+"""`ablations` (experiments/commands/ablations.py): each network is trained by `train medrek`
+with the same data and budget as its reference and differs from it in exactly what its name
+ablates; the command scores them all beside the unedited model on one batch of test edits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from experiments.commands.ablations import ABLATIONS
+from experiments.commands.train import train_command
+from retrieval.checkpoint import NETWORK_FILE, save_network
+from retrieval.editor import RetrievalEditor
+from retrieval.encoder import KnowledgeEncoder
+from retrieval.medrek import new_medrek
+
+BY_NAME = {ablation.name: ablation for ablation in ABLATIONS}
+
+
+def train_settings(name: str) -> dict:
+    """The `train medrek` parameters an ablation is trained with (parsed, not run)."""
+    return train_command.make_context("train", ["medrek", "--name", name, *BY_NAME[name].train_options]).params
+
+
+def differences(first: dict, second: dict) -> set[str]:
+    return {key for key in first if first[key] != second[key]}
+
+
+def test_each_prompt_path_ablation_changes_only_the_prompt_encoder():
+    full = train_settings("full")
+    assert full["encoder_tokens"] == 8 and full["align_statements"] > 0 and full["prompt_encoder"] is None
+    # Same steps, rates, batches, seed, start and validation: only the architecture differs.
+    assert differences(train_settings("no-encoder-slots"), full) == {"name", "encoder_tokens", "align_statements"}
+    assert train_settings("no-encoder-slots")["encoder_tokens"] == 0
+    no_attention = train_settings("no-attention")
+    assert differences(no_attention, full) == {"name", "encoder_tokens", "align_statements", "prompt_encoder"}
+    assert no_attention["prompt_encoder"] == "mlp"
+    assert full["only"] == "prompts"
+
+
+def test_the_retriever_ablation_changes_only_the_query_mlp():
+    shared, separate = train_settings("retriever-shared"), train_settings("retriever-separate")
+    assert differences(separate, shared) == {"name", "separate_query_mlp"}
+    assert separate["separate_query_mlp"] and not shared["separate_query_mlp"]
+    assert shared["only"] == "retriever"
+
+
+def test_missing_networks_are_named_and_nothing_is_scored(tmp_path):
+    result = CliRunner().invoke(main, ["ablations", "--networks", str(tmp_path), "--reports-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert all(ablation.name in result.output for ablation in ABLATIONS)
+    assert "--train" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return KnowledgeEncoder.load("default", device="cpu")
+
+
+def test_every_network_is_scored_beside_the_unedited_model_on_one_batch(default_model, encoder, tmp_path):
+    llm, _ = default_model
+    network = new_medrek(encoder, llm, width=32, heads=4)  # plumbing only: one small untrained network
+    identity = RetrievalEditor(network, encoder).llm_identity(llm)
+    for ablation in ABLATIONS:
+        save_network(tmp_path / ablation.name / NETWORK_FILE, network, llm=identity, encoder=encoder.identity())
+    reports = tmp_path / "reports"
+    result = CliRunner().invoke(main, ["ablations", "--benchmark", "counterfact", "--batch", "2", "--networks",
+                                       str(tmp_path), "--reports-dir", str(reports), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (report_file,) = reports.glob("*/report.json")
+    runs = json.loads(report_file.read_text())["runs"]
+    assert [run["editor"] for run in runs] == ["unedited", *(f"ablation:{a.name}" for a in ABLATIONS)]
+    batches = {tuple(request["record_index"] for request in run["steps"][0]["requests"]) for run in runs}
+    assert len(batches) == 1 and len(next(iter(batches))) == 2
