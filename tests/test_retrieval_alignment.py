@@ -82,3 +82,40 @@ def test_a_network_without_encoder_slots_is_refused(encoder, default_model):
     llm, tok = default_model
     with pytest.raises(ValueError, match="no encoder slots"):
         align_encoder_slots(new_medrek(encoder, llm, width=32, heads=4), encoder, llm, tok, ["a b"], ["c d"])
+
+
+def test_train_starts_the_encoder_slots_from_the_map_fitted_on_train_statements(
+    encoder, default_model, tmp_cache, tmp_path
+):
+    # End to end through `train medrek`: at a prompt rate of 0 the one step changes nothing, so
+    # the exported projection is the alignment fitted on the command's own draw of train
+    # statements (retrieval.alignment), not the random initialisation it replaced.
+    from click.testing import CliRunner
+
+    from cli import main
+    from experiments.commands.train import _alignment_statements
+    from retrieval.checkpoint import load_network
+    from retrieval.training_data import load_training_data
+
+    llm, tok = default_model
+    limit, fitted = 160, 20  # 150 held out for validation, 10 train records per benchmark
+    exported = tmp_path / "export"
+    result = CliRunner().invoke(main, [
+        "train", "medrek", "--name", "aligned", "--run-dir", str(tmp_path / "run"), "--steps", "1",
+        "--limit", str(limit), "--only", "prompts", "--prompt-lr", "0", "--encoder-tokens", "8",
+        "--align-encoder-slots", str(fitted), "--validate-every", "1", "--validation-size", "1",
+        "--export", str(exported)])
+    assert result.exit_code == 0, result.output
+    assert f"Encoder slots aligned on {fitted} train statements" in result.output
+    network = load_network(exported, expect_llm=None).network
+    assert network.config.encoder_tokens == 8
+    fit, held_out = _alignment_statements(load_training_data(limit=limit), fitted, 0)
+    assert len(fit) == fitted and not set(fit) & set(held_out)
+    reference = new_medrek(encoder, llm, encoder_tokens=8)
+    random_start = reference.prompt_encoder.from_encoder.weight.detach().clone()
+    align_encoder_slots(reference, encoder, llm, tok, fit, held_out)
+    expected = reference.prompt_encoder.from_encoder.weight.detach()
+    shipped = network.prompt_encoder.from_encoder.weight.detach().float()
+    # bf16 storage: relative rounding of 2^-8 per entry.
+    assert torch.allclose(shipped, expected, rtol=1e-2, atol=1e-3 * expected.abs().max().item())
+    assert not torch.allclose(shipped, random_start, rtol=1e-2, atol=1e-3 * expected.abs().max().item())
