@@ -80,6 +80,9 @@ class NetworkConfig:
         for field in ("copy_tokens", "encoder_tokens"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be non-negative, got {getattr(self, field)}.")
+        if self.prompt_encoder == "mlp" and (self.copy_tokens or self.encoder_tokens):
+            raise ValueError("Copy and encoder slots are read by the attention prompt encoder only; "
+                             "set copy_tokens and encoder_tokens to 0 with prompt_encoder 'mlp'.")
 
     @classmethod
     def for_models(cls, encoder, llm, **settings) -> "NetworkConfig":

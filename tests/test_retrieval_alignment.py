@@ -81,7 +81,7 @@ def test_the_aligned_untrained_prompt_is_near_the_statements_last_llm_tokens(
 def test_a_network_without_encoder_slots_is_refused(encoder, default_model):
     llm, tok = default_model
     with pytest.raises(ValueError, match="no encoder slots"):
-        align_encoder_slots(new_medrek(encoder, llm, width=32, heads=4), encoder, llm, tok, ["a b"], ["c d"])
+        align_encoder_slots(new_medrek(encoder, llm, width=32, heads=4, encoder_tokens=0), encoder, llm, tok, ["a b"], ["c d"])
 
 
 def test_train_starts_the_encoder_slots_from_the_map_fitted_on_train_statements(

@@ -69,8 +69,8 @@ def test_medrek_prompts_never_see_the_llm_embeddings_of_the_statement(tok, llm, 
         perturbed.get_input_embeddings().weight.add_(torch.randn_like(perturbed.get_input_embeddings().weight))
     statements = [statement_text(request) for request in requests()]
     features = encoder.encode(statements)
-    # Both designs the issue allows: slots from z_v alone (the preset), and with encoder slots.
-    for published in (new_medrek(encoder, llm, width=32, heads=4),
+    # Both designs the issue allows: slots from z_v alone, and with encoder slots (the preset).
+    for published in (new_medrek(encoder, llm, width=32, heads=4, encoder_tokens=0),
                       new_medrek(encoder, llm, width=32, heads=4, encoder_tokens=4)):
         with torch.no_grad():
             assert torch.equal(published.statement_prompts(features, statements, llm, tok, encoder),

@@ -132,3 +132,12 @@ def test_config_json_round_trip():
     assert NetworkConfig.from_json(original.to_json()) == original
     with pytest.raises(ValueError, match="unknown network settings"):
         NetworkConfig.from_json({**original.to_json(), "surprise": 1})
+
+
+def test_slots_without_the_attention_encoder_that_reads_them_are_refused():
+    base = dict(encoder_hidden=8, llm_width=8, embedding_scale=1.0, name="x", key_source="question",
+                shared_query_key=True, prompt_source="value", prompt_encoder="mlp")
+    assert NetworkConfig(**base).encoder_tokens == 0
+    for slots in ({"encoder_tokens": 8}, {"copy_tokens": 4}):
+        with pytest.raises(ValueError, match="attention prompt encoder only"):
+            NetworkConfig(**base, **slots)
