@@ -128,3 +128,21 @@ def test_edit_losses_only_every_kth_step(encoder, llm, tok, data, features, tmp_
     with_edits = [row["step"] for row in run.history["loss"] if "reliability" in row]
     assert with_edits == [1, 3]
     assert all("neighbour_nce" in row for row in run.history["loss"])
+
+
+def test_export_over_the_checkpoint_a_run_started_from_keeps_its_stages_first(
+    encoder, llm, tok, data, features, tmp_path
+):
+    import json
+
+    from experiments.commands.train import export
+
+    trainer(new_recipe, encoder, llm, tok, data, features, tmp_path / "first", steps=2).run()
+    shipped = tmp_path / "shipped"
+    export(tmp_path / "first", shipped)
+    trainer(new_recipe, encoder, llm, tok, data, features, tmp_path / "second", steps=3).run()
+    export(tmp_path / "second", shipped, earlier_logs=(shipped / "training-log.json",))
+    stages = json.loads((shipped / "training-log.json").read_text())["stages"]
+    assert [(stage["run"], stage["steps"]) for stage in stages] == [("first", 2), ("second", 3)]
+    assert (shipped / "loss.png").is_file()
+    assert load_network(shipped, expect_llm=None).network.config.name == "recipe"

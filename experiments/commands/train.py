@@ -105,10 +105,13 @@ def harness_evaluation(llm, tok):
               help="After training, write the best network and its training log here.")
 @click.option("--earlier-stage", "earlier", type=click.Path(path_type=Path, exists=True), multiple=True,
               help="Run folder of an earlier stage whose log --export includes.")
+@click.option("--earlier-log", "earlier_logs", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              multiple=True, help="training-log.json of an earlier export (e.g. the checkpoint this run "
+                                  "started from) whose stages --export puts first; read before anything is written.")
 def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, edit_every,
          locality_weight, seed,
          validate_every, validation_size, width, prompt_length, prompt_encoder, encoder_tokens, align_statements,
-         separate_query_mlp, init_from, init_part, only, limit, export_dir, earlier):
+         separate_query_mlp, init_from, init_part, only, limit, export_dir, earlier, earlier_logs):
     """Train (or resume) the network of RECIPE, MEDREK or MEDREK_COPY; `--export` ships it."""
     out = console()
     name = name or editor
@@ -164,7 +167,7 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
         best = trainer.run(report)
     out.print(f"Done: {trainer.step} steps in {trainer.seconds / 60:.1f} min; best {best}.")
     if export_dir is not None:
-        export(run_dir, export_dir, earlier)
+        export(run_dir, export_dir, earlier, earlier_logs)
         out.print(f"Exported the best network to {export_dir}.")
 
 
@@ -202,15 +205,17 @@ def _warm_start(network, checkpoint: Path, part: str) -> list[str]:
     return copied
 
 
-def export(run_dir: Path, target: Path, earlier: tuple[Path, ...] = ()) -> None:
-    """Best network of `run_dir` in bf16, the training log of every stage (`earlier` run folders
-    first: loss curve, validation history, time) and a plot of it."""
+def export(run_dir: Path, target: Path, earlier: tuple[Path, ...] = (), earlier_logs: tuple[Path, ...] = ()) -> None:
+    """Best network of `run_dir` in bf16, the training log of every stage (the stages of the
+    `earlier_logs` of previous exports, then the `earlier` run folders, then this run: loss
+    curve, validation history, time) and a plot of it."""
     import torch
 
+    # Read first: a run that started from a shipped checkpoint is usually exported over it.
+    stages = [stage for log in earlier_logs for stage in json.loads(log.read_text())["stages"]]
     checkpoint = load_network(run_dir / BEST_FILE, expect_llm=None)
     save_network(target / NETWORK_FILE, checkpoint.network, llm=checkpoint.llm,
                  encoder=checkpoint.encoder, storage_dtype=torch.bfloat16)
-    stages = []
     for folder in (*earlier, run_dir):
         header, _ = read_checked(folder / STATE_FILE, STATE_FORMAT, "Training state")
         stages.append({
