@@ -25,6 +25,7 @@ from editors.protocol import EditError
 from editors.solve import energy_null_space_projector, null_space_projector
 from lm.cache_entries import sealed_file, set_aside, verified
 from lm.errors import UsageError
+from lm.precision import bf16_is_fast
 from lm.progress import Progress
 
 
@@ -39,7 +40,7 @@ class CorpusCovariance:
     corpus: str = DEFAULT_CORPUS
     token_budget: int = 100_000
     max_length: int = 256
-    bf16: bool = True
+    bf16: bool = field(default_factory=bf16_is_fast)  # forward precision; see covariance.collect
     cache_root: Path | None = None
     progress: Progress | None = field(default=None, compare=False)
 

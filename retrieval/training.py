@@ -31,7 +31,7 @@ import inspect
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -41,6 +41,7 @@ from safetensors.torch import save_file
 
 from data.requests import EditRequest
 from lm.files import atomic_path
+from lm.precision import bf16_is_fast
 from lm.scoring import pad_sequences, positions_from_mask
 from retrieval.checkpoint import (
     FORMAT_VERSION,
@@ -85,7 +86,9 @@ class TrainingConfig:
     # Edit losses on every k-th step only: the retriever needs many more steps than the LLM
     # path can afford, and this keeps one joint objective when they share weights (RECIPE).
     edit_every: int = 1
-    llm_bf16: bool = True  # bf16 autocast of the frozen LLM: 2.2x faster fwd+bwd on this CPU
+    # bf16 autocast of the frozen LLM: 2.2x faster fwd+bwd with AMX, ~20x slower on an AVX2-only CPU
+    # (lm.precision.bf16_is_fast), so the default asks the CPU. Part of the training's settings.
+    llm_bf16: bool = field(default_factory=bf16_is_fast)
     validate_every: int = 250
     checkpoint_every: int = 50
     # Train statements the encoder slots' projection was aligned on before step 1 (0: random

@@ -21,6 +21,7 @@ from covariance.stats import SecondMoment, check_layers, second_moments
 from experiments.commands.common import model_option, parse_layer_option
 from experiments.console import console, fail, progress_bar
 from lm.loading import LOAD_DTYPES, load, load_dtype_name
+from lm.precision import PRECISION_CHOICES, wants_bf16
 REFERENCE_THRESHOLD = 2e-2  # the AlphaEdit reference's absolute eigenvalue threshold
 
 
@@ -32,8 +33,9 @@ REFERENCE_THRESHOLD = 2e-2  # the AlphaEdit reference's absolute eigenvalue thre
               help="Shipped corpus name, a text file, or hf:NAME[:CONFIG[:SPLIT]].")
 @click.option("--max-length", type=int, default=256, show_default=True, help="Tokens per sequence.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Sequences per forward.")
-@click.option("--dtype", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True,
-              help="Forward precision (sums are always float64).")
+@click.option("--dtype", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+              help="Forward precision (sums are always float64); auto: bf16 where the CPU multiplies it "
+                   "natively (AMX, AVX512-BF16), else fp32.")
 @click.option("--null-space-shares", default=None, metavar="S1,S2,...",
               help="Also show AlphaEdit's null-space dimension per layer at these shares of trace(C), "
                    "e.g. 0.001,0.01,0.1, and what the reference's threshold τ = 2e-2 keeps.")
@@ -54,7 +56,7 @@ def covariance_command(model_name, layers, tokens, corpus, max_length, batch_siz
     rank = current_rank()
     out = console(quiet or as_json or not rank.is_main)
     options = CollectOptions(token_budget=tokens, max_length=max_length,
-                             batch_size=batch_size, bf16=dtype == "bf16")
+                             batch_size=batch_size, bf16=wants_bf16(dtype))
     text = load_corpus(corpus)
     local = LocalModel.find(model_name)  # its files' snapshot must precede the load
     started = time.perf_counter()

@@ -28,6 +28,7 @@ from experiments.harness import run_batch
 from experiments.records import Settings
 from lm.files import cache_root
 from lm.loading import load, model_fingerprint
+from lm.precision import PRECISION_CHOICES, wants_bf16
 from retrieval.alignment import align_encoder_slots
 from retrieval.checkpoint import NETWORK_FILE, CheckpointError, load_network, read_checked, save_network
 from retrieval.editor import RetrievalEditor
@@ -81,6 +82,9 @@ def harness_evaluation(llm, tok):
 @click.option("--edit-every", type=int, default=1, show_default=True,
               help="Edit losses (through the LLM) on every k-th step only.")
 @click.option("--locality-weight", type=float, default=1.0, show_default=True)
+@click.option("--llm-precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+              help="Autocast of the frozen LLM in the edit losses; auto: bf16 where the CPU multiplies it "
+                   "natively (AMX, AVX512-BF16), else fp32. Part of a run's settings (resuming needs the same).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--validate-every", type=int, default=250, show_default=True)
 @click.option("--validation-size", type=int, default=100, show_default=True,
@@ -109,7 +113,7 @@ def harness_evaluation(llm, tok):
               multiple=True, help="training-log.json of an earlier export (e.g. the checkpoint this run "
                                   "started from) whose stages --export puts first; read before anything is written.")
 def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, edit_every,
-         locality_weight, seed,
+         locality_weight, llm_precision, seed,
          validate_every, validation_size, width, prompt_length, prompt_encoder, encoder_tokens, align_statements,
          separate_query_mlp, init_from, init_part, only, limit, export_dir, earlier, earlier_logs):
     """Train (or resume) the network of RECIPE, MEDREK or MEDREK_COPY; `--export` ships it."""
@@ -144,7 +148,7 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
             retrieval_batch_size=retrieval_batch, edit_every=edit_every,
             seed=seed, locality_weight=locality_weight, validate_every=validate_every,
             train_prompts=only != "retriever", train_retriever=only != "prompts",
-            aligned_statements=align_statements,
+            aligned_statements=align_statements, llm_bf16=wants_bf16(llm_precision, llm.device),
         )
         with progress_bar(out, "Encoding training texts", "texts") as update:
             features = FeatureTable.build(encoder, data.texts(statements_only=only == "prompts"),
