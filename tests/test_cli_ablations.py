@@ -76,3 +76,19 @@ def test_every_network_is_scored_beside_the_unedited_model_on_one_batch(default_
     assert [run["editor"] for run in runs] == ["unedited", *(f"ablation:{a.name}" for a in ABLATIONS)]
     batches = {tuple(request["record_index"] for request in run["steps"][0]["requests"]) for run in runs}
     assert len(batches) == 1 and len(next(iter(batches))) == 2
+
+
+def test_a_chosen_subset_is_all_that_is_needed_and_scored(default_model, encoder, tmp_path):
+    llm, _ = default_model
+    network = new_medrek(encoder, llm, width=32, heads=4)
+    identity = RetrievalEditor(network, encoder).llm_identity(llm)
+    save_network(tmp_path / "full" / NETWORK_FILE, network, llm=identity, encoder=encoder.identity())
+    reports = tmp_path / "reports"
+    args = ["ablations", "--benchmark", "counterfact", "--batch", "1", "--networks", str(tmp_path),
+            "--reports-dir", str(reports), "--quiet"]
+    missing = CliRunner().invoke(main, [*args, "--ablation", "full", "--ablation", "no-attention"])
+    assert missing.exit_code == 2 and "no-attention" in missing.output and "full," not in missing.output
+    result = CliRunner().invoke(main, [*args, "--ablation", "full"])
+    assert result.exit_code == 0, result.output
+    (report_file,) = reports.glob("*/report.json")
+    assert [run["editor"] for run in json.loads(report_file.read_text())["runs"]] == ["unedited", "ablation:full"]

@@ -74,14 +74,18 @@ ABLATIONS = (
 @click.option("--networks", "networks_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the ablation networks [default: $EDITSCOPE_CACHE/ablations].")
 @click.option("--train", is_flag=True, help="Train the networks that are missing (resumable) before scoring.")
+@click.option("--ablation", "chosen", type=click.Choice([a.name for a in ABLATIONS]), multiple=True,
+              help="Only this network (repeatable) [default: all].")
 @model_option
 @seed_option
 @output_options
-def ablations_command(benchmark, batch_size, networks_dir, train, model_name, seed, quiet, as_json, reports_dir):
+def ablations_command(benchmark, batch_size, networks_dir, train, chosen, model_name, seed, quiet, as_json,
+                      reports_dir):
     """MedREK against its trained ablations on one batch of test edits (one table, one report)."""
     out = console(quiet or as_json)
     networks_dir = networks_dir or cache_root() / "ablations"
-    missing = [a for a in ABLATIONS if not (networks_dir / a.name / NETWORK_FILE).is_file()]
+    ablations = [a for a in ABLATIONS if not chosen or a.name in chosen]
+    missing = [a for a in ablations if not (networks_dir / a.name / NETWORK_FILE).is_file()]
     if missing and not train:
         fail(f"No trained network for {', '.join(a.name for a in missing)} in {networks_dir}; add --train "
              "to train them (about 20 min each on two CPU cores).")
@@ -94,7 +98,7 @@ def ablations_command(benchmark, batch_size, networks_dir, train, model_name, se
     model, tok = load(model_name)
     edits = cut_long_targets(edits, tok, MAX_TARGET_TOKENS)
     lineup = {IdentityEditor.name: IdentityEditor()}
-    for ablation in ABLATIONS:
+    for ablation in ablations:
         editor = RetrievalEditor.from_checkpoint(networks_dir / ablation.name)
         editor.name = f"ablation:{ablation.name}"
         editor.check_model(model)
@@ -103,8 +107,8 @@ def ablations_command(benchmark, batch_size, networks_dir, train, model_name, se
     records = run_jobs([Job(name, edits, batch_size) for name in lineup], lineup, model, tok, settings, Rank(), out)
     out.print(comparison_table(records, f"MedREK ablations: {len(edits.requests)} edits from "
                                         f"{edits.dataset.benchmark} ({edits.dataset.split}), batch {batch_size}"))
-    for ablation in ABLATIONS:
+    for ablation in ablations:
         out.print(f"  ablation:{ablation.name}: {ablation.what}")
     arguments = dict(benchmark=benchmark, batch=batch_size, model=model_name, seed=seed,
-                     networks=str(networks_dir), ablations={a.name: list(a.train_options) for a in ABLATIONS})
+                     networks=str(networks_dir), ablations={a.name: list(a.train_options) for a in ablations})
     publish("ablations", arguments, records, out, reports_dir, as_json)
