@@ -21,12 +21,16 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 from editors.solve import SpreadRule
 from lm.adapters import ADAPTERS, adapter_for_type
 from lm.errors import UsageError
+from lm.precision import bf16_is_fast
 
 DEFAULT_HPARAMS_DIR = Path(__file__).parent / "hparams"
 
 KeyToken = Literal["subject_last", "prompt_last"]
 Grouping = Literal["subject", "key_distance"]
-ComputeDtype = Literal["float32", "bfloat16"]
+# "auto" is resolved when the hparams are built (`Hparams.__post_init__`): bfloat16 where the CPU
+# multiplies it natively (lm.precision.bf16_is_fast), else float32, so records, value caches and
+# `plan` always see the dtype that ran.
+ComputeDtype = Literal["float32", "bfloat16", "auto"]
 NullSpaceRule = Literal["energy", "threshold"]
 # (field name, predicate the value must satisfy, the rule in words for the error message)
 Constraint = tuple[str, Callable[[Any], bool], str]
@@ -57,6 +61,9 @@ class Hparams:
         return record
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            if field.type in (ComputeDtype, "ComputeDtype") and getattr(self, field.name) == "auto":
+                object.__setattr__(self, field.name, "bfloat16" if bf16_is_fast() else "float32")
         for name, is_valid, rule in self._constraints():
             if not is_valid(getattr(self, name)):
                 raise InvalidValueError(name, rule)

@@ -49,7 +49,9 @@ def test_plan_reads_the_published_size_from_the_config_alone(tmp_path, name):
     assert described["chunks"] == -(-100 // chunk)
 
 
-def test_plan_says_when_the_weights_alone_do_not_fit_and_bf16_weights_do(tmp_path):
+def test_plan_says_when_the_weights_alone_do_not_fit_and_bf16_weights_do(tmp_path, monkeypatch):
+    # The shipped tables ask for v_dtype "auto": plan as on a CPU where that is bf16.
+    monkeypatch.setattr("editors.hparams.bf16_is_fast", lambda: True)
     fp32 = plan(tmp_path, "llama-3-8b", "--max-memory", "24GB")
     assert not fp32["fits"] and fp32["chunk"] is None
     bf16 = plan(tmp_path, "llama-3-8b", "--max-memory", "24GB", "--dtype", "bfloat16")
@@ -57,6 +59,7 @@ def test_plan_says_when_the_weights_alone_do_not_fit_and_bf16_weights_do(tmp_pat
 
 
 def test_load_dtype_reaches_the_environment_and_plan_follows_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("editors.hparams.bf16_is_fast", lambda: True)  # v_dtype "auto" is bf16
     from lm.loading import LOAD_DTYPE_ENV
 
     monkeypatch.setenv(LOAD_DTYPE_ENV, "float32")  # restored after the test (the option sets it)

@@ -7,6 +7,7 @@ import torch
 
 from covariance.collect import CollectOptions
 from editors.covariances import CorpusCovariance
+from editors.hparams import load_hparams
 from lm.precision import bf16_is_fast, wants_bf16
 from retrieval.training import TrainingConfig
 
@@ -38,3 +39,14 @@ def test_the_defaults_that_choose_bf16_for_speed_follow_the_cpu(monkeypatch, fas
     assert TrainingConfig(steps=1).llm_bf16 is fast
     assert CollectOptions().bf16 is fast
     assert CorpusCovariance().bf16 is fast
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_compute_dtypes_of_the_shipped_tables_resolve_before_anything_sees_them(monkeypatch, fast):
+    monkeypatch.setattr("editors.hparams.bf16_is_fast", lambda: fast)
+    expected = "bfloat16" if fast else "float32"
+    for editor in ("memit", "pmet", "memit_merge", "alphaedit"):
+        hparams = load_hparams(editor, "llama")
+        assert hparams.v_dtype == hparams.to_dict()["v_dtype"] == expected
+    assert load_hparams("ft_l", "llama").dtype == expected
+    assert load_hparams("memit", "llama", {"v_dtype": "float32"}).v_dtype == "float32"  # explicit wins
