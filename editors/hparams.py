@@ -61,8 +61,8 @@ class Hparams:
         return record
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            if field.type in (ComputeDtype, "ComputeDtype") and getattr(self, field.name) == "auto":
+        for field in dataclasses.fields(self):  # annotations are strings (`from __future__`)
+            if field.type == "ComputeDtype" and getattr(self, field.name) == "auto":
                 object.__setattr__(self, field.name, "bfloat16" if bf16_is_fast() else "float32")
         for name, is_valid, rule in self._constraints():
             if not is_valid(getattr(self, name)):

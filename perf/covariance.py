@@ -80,7 +80,8 @@ def main(tokens: int, layers: str, model_name: str) -> None:
             model, adapter, batches, layer_list, pad_id, width),
         "ours fp32 (1 truncated pass, all layers)": lambda: ours(
             model, adapter, batches, layer_list, pad_id, width, bf16=False),
-        "ours bf16 (default with AMX/AVX512-BF16)": lambda: ours(model, adapter, batches, layer_list, pad_id, width, bf16=True),
+        "ours bf16 (default with AMX/AVX512-BF16)": lambda: ours(
+            model, adapter, batches, layer_list, pad_id, width, bf16=True),
     }
     results = {name: timed(fn) for name, fn in runs.items()}
     reference, ref_seconds, _ = results[next(iter(runs))]

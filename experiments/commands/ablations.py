@@ -9,8 +9,8 @@ ablations the retriever alone for `RETRIEVER_STEPS` steps on top of the shipped 
 path). The training code never shows the prompt path what the retriever returns (edit losses use
 each edit's own prompt), so the two kinds of ablation are independent. The networks are not
 shipped (each is 13 MB and the shipped checkpoints must stay under 40 MB): `--train` makes the
-missing ones in `$EDITSCOPE_CACHE/ablations` (~1.5 h on two CPU cores, resumable: a stopped run
-continues where it stopped); each folder keeps its network's training log beside it, and the logs
+missing ones in `$EDITSCOPE_CACHE/ablations` (~12 min per retriever, ~30 min per prompt path on
+two AVX2 cores; resumable: a stopped run continues where it stopped); each folder keeps its network's training log beside it, and the logs
 behind the figures in retrieval/README.md are committed in retrieval/ablations/.
 """
 
@@ -88,7 +88,7 @@ def ablations_command(benchmark, batch_size, networks_dir, train, chosen, model_
     missing = [a for a in ablations if not (networks_dir / a.name / NETWORK_FILE).is_file()]
     if missing and not train:
         fail(f"No trained network for {', '.join(a.name for a in missing)} in {networks_dir}; add --train "
-             "to train them (about 20 min each on two CPU cores).")
+             "to train them (~12 min per retriever, ~30 min per prompt path on two CPU cores).")
     for ablation in missing:
         out.print(f"Training ablation {ablation.name}: {ablation.what}")
         train_command.main(["medrek", "--name", f"ablation-{ablation.name}", *ablation.train_options,
