@@ -10,8 +10,9 @@ path). The training code never shows the prompt path what the retriever returns 
 each edit's own prompt), so the two kinds of ablation are independent. The networks are not
 shipped (each is 13 MB and the shipped checkpoints must stay under 40 MB): `--train` makes the
 missing ones in `$EDITSCOPE_CACHE/ablations` (~12 min per retriever, ~30 min per prompt path on
-two AVX2 cores; resumable: a stopped run continues where it stopped); each folder keeps its network's training log beside it, and the logs
-behind the figures in retrieval/README.md are committed in retrieval/ablations/.
+two AVX2 cores; resumable: a stopped run continues where it stopped); each folder keeps its
+network's training log beside it, and the logs behind the figures in retrieval/README.md are
+committed in retrieval/ablations/.
 """
 
 from __future__ import annotations
