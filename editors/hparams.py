@@ -60,10 +60,19 @@ class Hparams:
             record[field.name] = list(value) if isinstance(value, tuple) else value
         return record
 
+    def file_values(self) -> dict[str, Any]:
+        """`to_dict()` as a hyper-parameter file should hold it: a dtype that was "auto" is written
+        "auto" again, so a file tuned on a bf16-fast CPU does not force bf16 on one without."""
+        return {**self.to_dict(), **dict.fromkeys(self._auto_dtypes, "auto")}
+
     def __post_init__(self) -> None:
+        auto_dtypes = []
         for field in dataclasses.fields(self):  # annotations are strings (`from __future__`)
             if field.type == "ComputeDtype" and getattr(self, field.name) == "auto":
                 object.__setattr__(self, field.name, "bfloat16" if bf16_is_fast() else "float32")
+                auto_dtypes.append(field.name)
+        # Not a field: records and comparisons see only the resolved dtype.
+        object.__setattr__(self, "_auto_dtypes", tuple(auto_dtypes))
         for name, is_valid, rule in self._constraints():
             if not is_valid(getattr(self, name)):
                 raise InvalidValueError(name, rule)

@@ -50,3 +50,13 @@ def test_auto_compute_dtypes_of_the_shipped_tables_resolve_before_anything_sees_
         assert hparams.v_dtype == hparams.to_dict()["v_dtype"] == expected
     assert load_hparams("ft_l", "llama").dtype == expected
     assert load_hparams("memit", "llama", {"v_dtype": "float32"}).v_dtype == "float32"  # explicit wins
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_written_hyper_parameter_file_keeps_auto_where_the_table_said_auto(monkeypatch, fast):
+    monkeypatch.setattr("editors.hparams.bf16_is_fast", lambda: fast)
+    assert load_hparams("memit", "llama").file_values()["v_dtype"] == "auto"
+    assert load_hparams("ft_l", "llama").file_values()["dtype"] == "auto"
+    explicit = load_hparams("memit", "llama", {"v_dtype": "bfloat16"})
+    assert explicit.file_values()["v_dtype"] == "bfloat16"
+    assert explicit.file_values() == explicit.to_dict()

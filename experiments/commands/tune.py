@@ -112,7 +112,7 @@ def tune_command(editor_name, benchmark, split, records, objective, out_path, st
                  "score": round(best.score(objective), 4), "trials": len(trials)})
     comment = _comment(editor, benchmark, split, records, objective, model_name, seed, trials, start)
     with atomic_path(out_path) as tmp:
-        tmp.write_text(hparams_file_text(editor, final.hparams.to_dict(), tuned_on, comment))
+        tmp.write_text(hparams_file_text(editor, final.hparams.file_values(), tuned_on, comment))
     out.print(_table(trials, objective, best))
     out.print(escape(f"Wrote {out_path}: use it with --hparams {out_path} on compare, stress, bench or edit."))
 
