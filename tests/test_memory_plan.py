@@ -58,6 +58,15 @@ def test_plan_says_when_the_weights_alone_do_not_fit_and_bf16_weights_do(tmp_pat
     assert bf16["fits"] and bf16["copy_bytes"] == 0 and 1 <= bf16["chunk"] < 100
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_plan_says_the_auto_value_dtype_was_resolved_by_this_cpu(tmp_path, monkeypatch, fast):
+    monkeypatch.setattr("editors.hparams.bf16_is_fast", lambda: fast)
+    described = plan(tmp_path, "llama-2-7b", "--max-memory", "80GB")
+    assert described["value_dtype_auto"] is True
+    assert described["value_dtype"] == ("bfloat16" if fast else "float32")
+    assert (described["copy_bytes"] > 0) is fast  # a bf16 copy of fp32 weights only when bf16 runs
+
+
 def test_load_dtype_reaches_the_environment_and_plan_follows_it(tmp_path, monkeypatch):
     monkeypatch.setattr("editors.hparams.bf16_is_fast", lambda: True)  # v_dtype "auto" is bf16
     from lm.loading import LOAD_DTYPE_ENV

@@ -88,6 +88,8 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
         "parameters": shape.parameter_bytes // shape.dtype_bytes,
         "layers": shape.layers,
         "edit_layer": hparams.last_layer,
+        "value_dtype": hparams.v_dtype,
+        "value_dtype_auto": _chose_automatically(hparams),
         "weights_bytes": plan.weights_bytes,
         "copy_bytes": plan.copy_bytes,
         "statistics_bytes": plan.statistics_bytes,
@@ -109,7 +111,8 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
               f"{shape.heads} heads ({shape.kv_heads} key/value), vocabulary {shape.vocab}; "
               f"{described['parameters'] / 1e9:.2f} B parameters")
     out.print(f"{editor_name} on {batch} requests: δ at layer {hparams.last_layer}, "
-              f"{shape.layers - hparams.last_layer} blocks recomputed per step, value optimisation in {hparams.v_dtype}")
+              f"{shape.layers - hparams.last_layer} blocks recomputed per step, value optimisation in {hparams.v_dtype}"
+              + (" (the table's 'auto', resolved by this machine's CPU)" if _chose_automatically(hparams) else ""))
     out.print(f"typical request: prompt {lengths.prompt:g} tokens, target {lengths.target:g}, "
               f"{lengths.context_prefixes} context prefixes of {lengths.prefix_tokens:g} tokens")
     rows = [
@@ -131,3 +134,9 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
     out.print(f"budget {format_size(budget_bytes)} ({budget_source}): chunks of {plan.chunk} request(s) "
               f"({described['chunks']} chunk(s)); estimated peak {format_size(plan.peak_bytes())}")
 
+
+
+def _chose_automatically(hparams) -> bool:
+    """Whether the table left the value optimisation's dtype to `auto`, which resolves by the CPU
+    the command runs on: a plan made elsewhere than the edit can differ from it there."""
+    return hparams.file_values()["v_dtype"] == "auto"
