@@ -29,6 +29,7 @@ from retrieval.network import NetworkConfig, RetrievalNetwork
 FORMAT_NAME = "editscope.retrieval_network"
 FORMAT_VERSION = 1
 NETWORK_FILE = "network.safetensors"
+TRAINING_LOG_FILE = "training-log.json"  # written beside the network by `train --export`
 SHIPPED_DIR = Path(__file__).with_name("checkpoints")
 _STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

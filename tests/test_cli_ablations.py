@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from experiments.commands.ablations import ABLATIONS
+from experiments.commands.ablations import ABLATIONS, stale_reason
 from experiments.commands.train import train_command
-from retrieval.checkpoint import NETWORK_FILE, save_network
+from retrieval.checkpoint import NETWORK_FILE, SHIPPED_DIR, TRAINING_LOG_FILE, save_network
 from retrieval.editor import RetrievalEditor
 from retrieval.encoder import KnowledgeEncoder
 from retrieval.medrek import new_medrek
@@ -67,6 +67,7 @@ def test_every_network_is_scored_beside_the_unedited_model_on_one_batch(default_
     identity = RetrievalEditor(network, encoder).llm_identity(llm)
     for ablation in ABLATIONS:
         save_network(tmp_path / ablation.name / NETWORK_FILE, network, llm=identity, encoder=encoder.identity())
+        write_log(tmp_path / ablation.name, ablation.name, train_settings(ablation.name)["steps"])
     reports = tmp_path / "reports"
     result = CliRunner().invoke(main, ["ablations", "--benchmark", "counterfact", "--batch", "2", "--networks",
                                        str(tmp_path), "--reports-dir", str(reports), "--quiet"])
@@ -76,6 +77,29 @@ def test_every_network_is_scored_beside_the_unedited_model_on_one_batch(default_
     assert [run["editor"] for run in runs] == ["unedited", *(f"ablation:{a.name}" for a in ABLATIONS)]
     batches = {tuple(request["record_index"] for request in run["steps"][0]["requests"]) for run in runs}
     assert len(batches) == 1 and len(next(iter(batches))) == 2
+    report_text = report_file.read_text()
+    assert str(SHIPPED_DIR) not in report_text and "retrieval/checkpoints/medrek" in report_text
+
+
+def write_log(folder, name: str, steps: int) -> None:
+    """The part of `train --export`'s training log that `ablations` reads."""
+    (folder / TRAINING_LOG_FILE).write_text(json.dumps({"stages": [{"run": f"ablation-{name}", "steps": steps}]}))
+
+
+def test_a_network_trained_to_another_definition_is_refused_and_named(tmp_path):
+    full = BY_NAME["full"]
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / NETWORK_FILE).write_bytes(b"never read: refused before loading")
+    options = ["ablations", "--networks", str(tmp_path), "--ablation", "full", "--reports-dir", str(tmp_path / "r")]
+    assert stale_reason(tmp_path / "full", full) == f"has no {TRAINING_LOG_FILE}, so what trained it is unknown"
+    write_log(tmp_path / "full", "full", train_settings("full")["steps"] - 1)
+    result = CliRunner().invoke(main, options)
+    assert result.exit_code == 2, result.output
+    assert "was trained for" in result.output and "--train" in result.output
+    write_log(tmp_path / "full", "no-attention", train_settings("full")["steps"])
+    assert "not ablation-full" in stale_reason(tmp_path / "full", full)
+    write_log(tmp_path / "full", "full", train_settings("full")["steps"])
+    assert stale_reason(tmp_path / "full", full) is None
 
 
 def test_a_chosen_subset_is_all_that_is_needed_and_scored(default_model, encoder, tmp_path):
@@ -83,6 +107,7 @@ def test_a_chosen_subset_is_all_that_is_needed_and_scored(default_model, encoder
     network = new_medrek(encoder, llm, width=32, heads=4)
     identity = RetrievalEditor(network, encoder).llm_identity(llm)
     save_network(tmp_path / "full" / NETWORK_FILE, network, llm=identity, encoder=encoder.identity())
+    write_log(tmp_path / "full", "full", train_settings("full")["steps"])
     reports = tmp_path / "reports"
     args = ["ablations", "--benchmark", "counterfact", "--batch", "1", "--networks", str(tmp_path),
             "--reports-dir", str(reports), "--quiet"]

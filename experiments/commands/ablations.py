@@ -12,11 +12,14 @@ shipped (each is 13 MB and the shipped checkpoints must stay under 40 MB): `--tr
 missing ones in `$EDITSCOPE_CACHE/ablations` (~12 min per retriever, ~30 min per prompt path on
 two AVX2 cores; resumable: a stopped run continues where it stopped); each folder keeps its
 network's training log beside it, and the logs behind the figures in retrieval/README.md are
-committed in retrieval/ablations/.
+committed in retrieval/ablations/. A network whose log does not match its definition (another
+run, another step count) is refused rather than scored under a name it does not deserve;
+`--train` continues it to the definition.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +37,10 @@ from experiments.tables import comparison_table
 from experiments.workers import Job
 from lm.files import cache_root
 from lm.loading import load
-from retrieval.checkpoint import NETWORK_FILE, SHIPPED_DIR
+from retrieval.checkpoint import NETWORK_FILE, SHIPPED_DIR, TRAINING_LOG_FILE
 from retrieval.editor import RetrievalEditor
 
+REPO_ROOT = SHIPPED_DIR.parents[1]
 PROMPT_STEPS = 200
 RETRIEVER_STEPS = 4000
 # The shipped medrek's training settings (retrieval/checkpoints/medrek/README.md), cut to the budget.
@@ -68,6 +72,28 @@ ABLATIONS = (
 )
 
 
+def stale_reason(folder: Path, ablation: Ablation) -> str | None:
+    """Why the network in `folder` is not the one `ablation` defines (None when it is): its
+    training log must name the ablation's run and end at the step count the definition asks."""
+    log_path = folder / TRAINING_LOG_FILE
+    if not log_path.is_file():
+        return f"has no {TRAINING_LOG_FILE}, so what trained it is unknown"
+    last = json.loads(log_path.read_text())["stages"][-1]
+    steps = int(ablation.train_options[ablation.train_options.index("--steps") + 1])
+    if last["run"] != f"ablation-{ablation.name}":
+        return f"was trained by run {last['run']!r}, not ablation-{ablation.name}"
+    if last["steps"] != steps:
+        return f"was trained for {last['steps']} steps; the definition asks {steps}"
+    return None
+
+
+def _portable(option: str) -> str:
+    """A shipped checkpoint's path relative to the repository, so reports do not carry this
+    machine's folders."""
+    path = Path(option)
+    return str(path.relative_to(REPO_ROOT)) if path.is_absolute() and path.is_relative_to(REPO_ROOT) else option
+
+
 @click.command("ablations")
 @click.option("--benchmark", default="medcfpp", show_default=True, help="medcfpp, counterfact, medversa, ...")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=100, show_default=True,
@@ -90,7 +116,11 @@ def ablations_command(benchmark, batch_size, networks_dir, train, chosen, model_
     if missing and not train:
         fail(f"No trained network for {', '.join(a.name for a in missing)} in {networks_dir}; add --train "
              "to train them (~12 min per retriever, ~30 min per prompt path on two CPU cores).")
-    for ablation in missing:
+    stale = {a: reason for a in ablations if a not in missing and (reason := stale_reason(networks_dir / a.name, a))}
+    if stale and not train:
+        fail("; ".join(f"{networks_dir / a.name} {reason}" for a, reason in stale.items())
+             + ". Add --train to train it to the current definition (a run continues where it stopped).")
+    for ablation in [*missing, *stale]:
         out.print(f"Training ablation {ablation.name}: {ablation.what}")
         train_command.main(["medrek", "--name", f"ablation-{ablation.name}", *ablation.train_options,
                             "--model", model_name, "--export", str(networks_dir / ablation.name)],
@@ -110,6 +140,6 @@ def ablations_command(benchmark, batch_size, networks_dir, train, chosen, model_
                                         f"{edits.dataset.benchmark} ({edits.dataset.split}), batch {batch_size}"))
     for ablation in ablations:
         out.print(f"  ablation:{ablation.name}: {ablation.what}")
-    arguments = dict(benchmark=benchmark, batch=batch_size, model=model_name, seed=seed,
-                     networks=str(networks_dir), ablations={a.name: list(a.train_options) for a in ablations})
+    arguments = dict(benchmark=benchmark, batch=batch_size, model=model_name, seed=seed, networks=str(networks_dir),
+                     ablations={a.name: [_portable(option) for option in a.train_options] for a in ablations})
     publish("ablations", arguments, records, out, reports_dir, as_json)

@@ -30,7 +30,7 @@ from lm.files import cache_root
 from lm.loading import load, model_fingerprint
 from lm.precision import PRECISION_CHOICES, wants_bf16
 from retrieval.alignment import align_encoder_slots
-from retrieval.checkpoint import NETWORK_FILE, CheckpointError, load_network, read_checked, save_network
+from retrieval.checkpoint import NETWORK_FILE, TRAINING_LOG_FILE, CheckpointError, load_network, read_checked, save_network
 from retrieval.editor import RetrievalEditor
 from retrieval.encoder import KnowledgeEncoder
 from retrieval.features import FeatureTable
@@ -232,7 +232,7 @@ def export(run_dir: Path, target: Path, earlier: tuple[Path, ...] = (), earlier_
             "validation": header["history"]["validation"],
         })
     log = {"network": checkpoint.network.config.to_json(), "stages": stages}
-    (target / "training-log.json").write_text(json.dumps(log, indent=1) + "\n")
+    (target / TRAINING_LOG_FILE).write_text(json.dumps(log, indent=1) + "\n")
     _plot(stages, target / "loss.png")
 
 
