@@ -112,7 +112,7 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
               f"{described['parameters'] / 1e9:.2f} B parameters")
     out.print(f"{editor_name} on {batch} requests: δ at layer {hparams.last_layer}, "
               f"{shape.layers - hparams.last_layer} blocks recomputed per step, value optimisation in {hparams.v_dtype}"
-              + (" (the table's 'auto', resolved by this machine's CPU)" if _chose_automatically(hparams) else ""))
+              + (" (the table's 'auto', resolved by this machine's CPU)" if described["value_dtype_auto"] else ""))
     out.print(f"typical request: prompt {lengths.prompt:g} tokens, target {lengths.target:g}, "
               f"{lengths.context_prefixes} context prefixes of {lengths.prefix_tokens:g} tokens")
     rows = [
@@ -133,7 +133,6 @@ def plan_command(model_name, editor_name, batch, max_memory, device, dtype_name,
         return
     out.print(f"budget {format_size(budget_bytes)} ({budget_source}): chunks of {plan.chunk} request(s) "
               f"({described['chunks']} chunk(s)); estimated peak {format_size(plan.peak_bytes())}")
-
 
 
 def _chose_automatically(hparams) -> bool:

@@ -30,7 +30,8 @@ from lm.files import cache_root
 from lm.loading import load, model_fingerprint
 from lm.precision import PRECISION_CHOICES, wants_bf16
 from retrieval.alignment import align_encoder_slots
-from retrieval.checkpoint import NETWORK_FILE, TRAINING_LOG_FILE, CheckpointError, load_network, read_checked, save_network
+from retrieval.checkpoint import (NETWORK_FILE, TRAINING_LOG_FILE, CheckpointError, load_network, read_checked,
+                                 save_network)
 from retrieval.editor import RetrievalEditor
 from retrieval.encoder import KnowledgeEncoder
 from retrieval.features import FeatureTable
