@@ -94,6 +94,9 @@ class TrainingConfig:
     # Train statements the encoder slots' projection was aligned on before step 1 (0: random
     # init). The train command fits it (retrieval/alignment.py); kept here so the log says so.
     aligned_statements: int = 0
+    # Relative chance of each benchmark supplying a step's batch (absent: 1). Empty: uniform, drawn
+    # exactly as before this setting existed, so earlier runs' commands still reproduce them.
+    benchmark_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         too_small = min(self.steps, self.edit_batch_size, self.edit_every) < 1
@@ -104,6 +107,8 @@ class TrainingConfig:
             )
         if not (self.train_prompts or self.train_retriever):
             raise ValueError("Train the prompts, the retriever, or both.")
+        if any(not weight >= 0 for weight in self.benchmark_weights.values()):
+            raise ValueError(f"Benchmark weights must be at least 0: {self.benchmark_weights}.")
 
     def same_training(self, other: "TrainingConfig") -> bool:
         return dataclasses.replace(self, steps=1) == dataclasses.replace(other, steps=1)
@@ -259,6 +264,11 @@ class Trainer:
     ):
         self.network, self.encoder, self.llm, self.tok = network, encoder, llm, tok
         self.train_sets = {name: tuple(requests) for name, requests in train.items() if requests}
+        unknown = set(config.benchmark_weights) - set(self.train_sets)
+        if unknown or (config.benchmark_weights and not any(
+                config.benchmark_weights.get(name, 1.0) > 0 for name in self.train_sets)):
+            raise ValueError(f"Benchmark weights {config.benchmark_weights} must name benchmarks trained on "
+                             f"({', '.join(sorted(self.train_sets))}) and leave one of them a chance.")
         self.validation = {name: tuple(requests) for name, requests in validation.items() if requests}
         self.features, self.config = features, config
         self.run_dir = Path(run_dir)
@@ -284,9 +294,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         config = self.config
-        names = sorted(self.train_sets)
-        source = names[int(torch.randint(len(names), (1,), generator=self.generator))]
-        records = self.train_sets[source]
+        records = self.train_sets[self._pick_benchmark()]
         order = torch.randperm(len(records), generator=self.generator)[: config.retrieval_batch_size]
         batch = [records[int(i)] for i in order]
         rephrasings = [self._pick(r.rephrase_prompts) or r.prompt for r in batch]
@@ -317,6 +325,14 @@ class Trainer:
         report["loss"] = float(total.detach())
         report["logit_scale"] = float(self.network.logit_scale.detach())
         return report
+
+    def _pick_benchmark(self) -> str:
+        names = sorted(self.train_sets)
+        weights = self.config.benchmark_weights
+        if not weights:
+            return names[int(torch.randint(len(names), (1,), generator=self.generator))]
+        chances = torch.tensor([float(weights.get(name, 1.0)) for name in names])
+        return names[int(torch.multinomial(chances, 1, generator=self.generator))]
 
     def _pick(self, options):
         """One option chosen with the saved generator (None if there is none)."""

@@ -146,3 +146,29 @@ def test_export_over_the_checkpoint_a_run_started_from_keeps_its_stages_first(
     assert [(stage["run"], stage["steps"]) for stage in stages] == [("first", 2), ("second", 3)]
     assert (shipped / "loss.png").is_file()
     assert load_network(shipped, expect_llm=None).network.config.name == "recipe"
+
+
+def test_benchmark_weights_decide_which_benchmark_supplies_each_batch(encoder, llm, tok, data, features, tmp_path):
+    edits = data.train["tiny"]
+    two = TrainingData(train={"tiny": edits, "other": edits[:4]}, validation={})
+    run = trainer(new_recipe, encoder, llm, tok, two, features, tmp_path, train_prompts=False,
+                  benchmark_weights={"other": 0.0})
+    drawn = {run._pick_benchmark() for _ in range(50)}
+    assert drawn == {"tiny"}
+    uniform = trainer(new_recipe, encoder, llm, tok, two, features, tmp_path / "uniform", train_prompts=False)
+    assert {uniform._pick_benchmark() for _ in range(50)} == {"tiny", "other"}
+    with pytest.raises(ValueError, match="must name benchmarks trained on"):
+        trainer(new_recipe, encoder, llm, tok, two, features, tmp_path / "bad", benchmark_weights={"medcfpp": 2.0})
+    with pytest.raises(ValueError, match="at least 0"):
+        TrainingConfig(steps=1, benchmark_weights={"tiny": -1.0})
+
+
+def test_benchmark_weights_survive_a_resume_and_must_match(encoder, llm, tok, data, features, tmp_path):
+    weights = {"tiny": 3.0}
+    trainer(new_recipe, encoder, llm, tok, data, features, tmp_path, steps=2, train_prompts=False,
+            benchmark_weights=weights).run()
+    resumed = trainer(new_recipe, encoder, llm, tok, data, features, tmp_path, train_prompts=False,
+                      benchmark_weights=weights)
+    assert resumed.step == 2
+    with pytest.raises(CheckpointError, match="only `steps` may change"):
+        trainer(new_recipe, encoder, llm, tok, data, features, tmp_path, train_prompts=False)

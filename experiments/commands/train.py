@@ -90,6 +90,8 @@ def harness_evaluation(llm, tok):
 @click.option("--validate-every", type=int, default=250, show_default=True)
 @click.option("--validation-size", type=int, default=100, show_default=True,
               help="Held-out edits per benchmark scored at each validation.")
+@click.option("--benchmark-weight", "benchmark_weights", multiple=True, metavar="NAME=WEIGHT",
+              help="Relative chance of a benchmark supplying a step's batch (others: 1), e.g. medcfpp=2.")
 @click.option("--width", type=int, default=None, help="Representation width r.")
 @click.option("--prompt-length", type=int, default=None, help="Continuous prompt tokens T.")
 @click.option("--prompt-encoder", type=click.Choice(["mlp", "attention"]), default=None)
@@ -114,7 +116,7 @@ def harness_evaluation(llm, tok):
               multiple=True, help="training-log.json of an earlier export (e.g. the checkpoint this run "
                                   "started from) whose stages --export puts first; read before anything is written.")
 def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch, retrieval_batch, edit_every,
-         locality_weight, llm_precision, seed,
+         locality_weight, llm_precision, seed, benchmark_weights,
          validate_every, validation_size, width, prompt_length, prompt_encoder, encoder_tokens, align_statements,
          separate_query_mlp, init_from, init_part, only, limit, export_dir, earlier, earlier_logs):
     """Train (or resume) the network of RECIPE, MEDREK or MEDREK_COPY; `--export` ships it."""
@@ -150,6 +152,7 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
             seed=seed, locality_weight=locality_weight, validate_every=validate_every,
             train_prompts=only != "retriever", train_retriever=only != "prompts",
             aligned_statements=align_statements, llm_bf16=wants_bf16(llm_precision, llm.device),
+            benchmark_weights=_parse_weights(benchmark_weights),
         )
         with progress_bar(out, "Encoding training texts", "texts") as update:
             features = FeatureTable.build(encoder, data.texts(statements_only=only == "prompts"),
@@ -174,6 +177,17 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
     if export_dir is not None:
         export(run_dir, export_dir, earlier, earlier_logs)
         out.print(f"Exported the best network to {export_dir}.")
+
+
+def _parse_weights(options: tuple[str, ...]) -> dict[str, float]:
+    weights = {}
+    for option in options:
+        name, _, weight = option.partition("=")
+        try:
+            weights[name.strip()] = float(weight)
+        except ValueError:
+            raise ValueError(f"--benchmark-weight takes NAME=WEIGHT (e.g. medcfpp=2), not {option!r}.") from None
+    return weights
 
 
 def _alignment_statements(data, count: int, seed: int) -> tuple[list[str], list[str]]:
