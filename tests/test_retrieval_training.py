@@ -157,6 +157,11 @@ def test_benchmark_weights_decide_which_benchmark_supplies_each_batch(encoder, l
     assert drawn == {"tiny"}
     uniform = trainer(new_recipe, encoder, llm, tok, two, features, tmp_path / "uniform", train_prompts=False)
     assert {uniform._pick_benchmark() for _ in range(50)} == {"tiny", "other"}
+    # 3:1 -> "tiny" on ~3/4 of the draws (400 seeded draws: the binomial sd is 0.022)
+    three_to_one = trainer(new_recipe, encoder, llm, tok, two, features, tmp_path / "3to1", train_prompts=False,
+                           benchmark_weights={"tiny": 3.0})
+    share = sum(three_to_one._pick_benchmark() == "tiny" for _ in range(400)) / 400
+    assert 0.65 < share < 0.85
     with pytest.raises(ValueError, match="must name benchmarks trained on"):
         trainer(new_recipe, encoder, llm, tok, two, features, tmp_path / "bad", benchmark_weights={"medcfpp": 2.0})
     with pytest.raises(ValueError, match="at least 0"):
