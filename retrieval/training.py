@@ -107,8 +107,15 @@ class TrainingConfig:
             )
         if not (self.train_prompts or self.train_retriever):
             raise ValueError("Train the prompts, the retriever, or both.")
-        if any(not weight >= 0 for weight in self.benchmark_weights.values()):
-            raise ValueError(f"Benchmark weights must be at least 0: {self.benchmark_weights}.")
+        if any(not 0 <= weight < math.inf for weight in self.benchmark_weights.values()):
+            raise ValueError(f"Benchmark weights must be finite and at least 0: {self.benchmark_weights}.")
+
+    def check_benchmarks(self, names) -> None:
+        """Refuse weights that name a benchmark not trained on or leave every one of `names` no chance."""
+        weights = self.benchmark_weights
+        if set(weights) - set(names) or (weights and not any(weights.get(name, 1.0) > 0 for name in names)):
+            raise ValueError(f"Benchmark weights {weights} must name benchmarks trained on "
+                             f"({', '.join(sorted(names))}) and leave one of them a chance.")
 
     def same_training(self, other: "TrainingConfig") -> bool:
         return dataclasses.replace(self, steps=1) == dataclasses.replace(other, steps=1)
@@ -264,11 +271,7 @@ class Trainer:
     ):
         self.network, self.encoder, self.llm, self.tok = network, encoder, llm, tok
         self.train_sets = {name: tuple(requests) for name, requests in train.items() if requests}
-        unknown = set(config.benchmark_weights) - set(self.train_sets)
-        if unknown or (config.benchmark_weights and not any(
-                config.benchmark_weights.get(name, 1.0) > 0 for name in self.train_sets)):
-            raise ValueError(f"Benchmark weights {config.benchmark_weights} must name benchmarks trained on "
-                             f"({', '.join(sorted(self.train_sets))}) and leave one of them a chance.")
+        config.check_benchmarks(self.train_sets)
         self.validation = {name: tuple(requests) for name, requests in validation.items() if requests}
         self.features, self.config = features, config
         self.run_dir = Path(run_dir)

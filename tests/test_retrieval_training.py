@@ -1,12 +1,15 @@
 """Retrieval training on tiny random models: losses fall, resuming is exact, features cache."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
+from click.testing import CliRunner
 from test_retrieval_support import requests
 from test_retrieval_support import encoder, llm, tok  # noqa: F401 (fixtures)
 
+from cli import main
 from experiments.commands.train import harness_evaluation
 from retrieval.checkpoint import CheckpointError, load_network
 from retrieval.features import FeatureTable
@@ -166,6 +169,16 @@ def test_benchmark_weights_decide_which_benchmark_supplies_each_batch(encoder, l
         trainer(new_recipe, encoder, llm, tok, two, features, tmp_path / "bad", benchmark_weights={"medcfpp": 2.0})
     with pytest.raises(ValueError, match="at least 0"):
         TrainingConfig(steps=1, benchmark_weights={"tiny": -1.0})
+    with pytest.raises(ValueError, match="finite"):
+        TrainingConfig(steps=1, benchmark_weights={"tiny": math.inf})
+
+
+def test_train_refuses_a_misnamed_benchmark_weight_before_any_work(tmp_path):
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "medrek", "--steps", "1", "--limit", "160", "--run-dir", str(run_dir),
+                                       "--align-encoder-slots", "4", "--benchmark-weight", "medcfp=2"])
+    assert result.exit_code != 0 and "must name benchmarks trained on" in result.output, result.output
+    assert "aligned" not in result.output and not run_dir.exists()
 
 
 def test_benchmark_weights_survive_a_resume_and_must_match(encoder, llm, tok, data, features, tmp_path):

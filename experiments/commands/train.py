@@ -134,6 +134,16 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
             overrides["shared_query_key"] = False
         network = BUILDERS[editor](encoder, llm, **overrides)
         data = load_training_data(seed=seed, limit=limit)
+        # Settings are checked before the slow set-up (alignment, features) so bad input fails at once.
+        config = TrainingConfig(
+            steps=steps, learning_rate=lr, prompt_learning_rate=prompt_lr, edit_batch_size=edit_batch,
+            retrieval_batch_size=retrieval_batch, edit_every=edit_every,
+            seed=seed, locality_weight=locality_weight, validate_every=validate_every,
+            train_prompts=only != "retriever", train_retriever=only != "prompts",
+            aligned_statements=align_statements, llm_bf16=wants_bf16(llm_precision, llm.device),
+            benchmark_weights=_parse_weights(benchmark_weights),
+        )
+        config.check_benchmarks(data.train)
         fresh = not (run_dir / STATE_FILE).is_file()
         if align_statements and fresh:
             # Before the warm start, so a checkpoint's trained projection wins over the fitted one.
@@ -146,14 +156,6 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
         if init_from is not None and fresh:
             copied = _warm_start(network, init_from, init_part)
             out.print(f"Warm start from {init_from}: {len(copied)} tensors copied.")
-        config = TrainingConfig(
-            steps=steps, learning_rate=lr, prompt_learning_rate=prompt_lr, edit_batch_size=edit_batch,
-            retrieval_batch_size=retrieval_batch, edit_every=edit_every,
-            seed=seed, locality_weight=locality_weight, validate_every=validate_every,
-            train_prompts=only != "retriever", train_retriever=only != "prompts",
-            aligned_statements=align_statements, llm_bf16=wants_bf16(llm_precision, llm.device),
-            benchmark_weights=_parse_weights(benchmark_weights),
-        )
         with progress_bar(out, "Encoding training texts", "texts") as update:
             features = FeatureTable.build(encoder, data.texts(statements_only=only == "prompts"),
                                           cache_root() / "retrieval-features", update)
