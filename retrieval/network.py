@@ -214,6 +214,13 @@ class RetrievalNetwork(nn.Module):
         chosen = {id(p) for p in prompt}
         return [p for p in self.parameters() if id(p) not in chosen], prompt
 
+    def part_parameters(self, part: str) -> dict[str, nn.Parameter]:
+        """The named parameters of one part, "retriever" or "prompts" (as `parameter_groups` splits them)."""
+        prompt = {id(p) for p in self.parameter_groups()[1]}
+        if part not in ("retriever", "prompts"):
+            raise ValueError(f"A network's parts are 'retriever' and 'prompts', not {part!r}.")
+        return {name: p for name, p in self.named_parameters() if (id(p) in prompt) == (part == "prompts")}
+
     @property
     def logit_scale(self) -> torch.Tensor:
         """InfoNCE inverse temperature, learned and capped at MAX_LOGIT_SCALE."""

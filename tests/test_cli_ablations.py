@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
+import torch
 from click.testing import CliRunner
 
 from cli import main
-from experiments.commands.ablations import ABLATIONS, stale_reason
+from experiments.commands.ablations import ABLATIONS, changed_start, stale_reason
 from experiments.commands.train import train_command
-from retrieval.checkpoint import NETWORK_FILE, SHIPPED_DIR, TRAINING_LOG_FILE, save_network
-from retrieval.editor import RetrievalEditor
-from retrieval.encoder import KnowledgeEncoder
-from retrieval.medrek import new_medrek
+from retrieval.checkpoint import NETWORK_FILE, SHIPPED_DIR, TRAINING_LOG_FILE, load_network, save_network
 
 BY_NAME = {ablation.name: ablation for ablation in ABLATIONS}
 
@@ -48,6 +45,13 @@ def test_the_retriever_ablation_changes_only_the_query_mlp():
     assert shared["only"] == "retriever"
 
 
+def test_every_ablation_keeps_the_part_it_copies_frozen():
+    # changed_start compares the copied part with its source: sound only if training never moves it.
+    for ablation in ABLATIONS:
+        trained = train_settings(ablation.name)["only"]
+        assert {trained, train_settings(ablation.name)["init_part"]} == {"prompts", "retriever"}
+
+
 def test_missing_networks_are_named_and_nothing_is_scored(tmp_path):
     result = CliRunner().invoke(main, ["ablations", "--networks", str(tmp_path), "--reports-dir", str(tmp_path / "r")])
     assert result.exit_code == 2
@@ -56,18 +60,17 @@ def test_missing_networks_are_named_and_nothing_is_scored(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.fixture(scope="module")
-def encoder():
-    return KnowledgeEncoder.load("default", device="cpu")
+def save_started_from_source(folder, ablation) -> None:
+    """A network that passes `ablations`' checks without training: its source checkpoint itself
+    (so the part the definition copies is the source's), with a log naming the definition's run."""
+    source = load_network(ablation.option("--init-from"), expect_llm=None)
+    save_network(folder / NETWORK_FILE, source.network, llm=source.llm, encoder=source.encoder)
+    write_log(folder, ablation.name, train_settings(ablation.name)["steps"])
 
 
-def test_every_network_is_scored_beside_the_unedited_model_on_one_batch(default_model, encoder, tmp_path):
-    llm, _ = default_model
-    network = new_medrek(encoder, llm, width=32, heads=4)  # plumbing only: one small untrained network
-    identity = RetrievalEditor(network, encoder).llm_identity(llm)
+def test_every_network_is_scored_beside_the_unedited_model_on_one_batch(tmp_path):
     for ablation in ABLATIONS:
-        save_network(tmp_path / ablation.name / NETWORK_FILE, network, llm=identity, encoder=encoder.identity())
-        write_log(tmp_path / ablation.name, ablation.name, train_settings(ablation.name)["steps"])
+        save_started_from_source(tmp_path / ablation.name, ablation)
     reports = tmp_path / "reports"
     result = CliRunner().invoke(main, ["ablations", "--benchmark", "counterfact", "--batch", "2", "--networks",
                                        str(tmp_path), "--reports-dir", str(reports), "--quiet"])
@@ -102,12 +105,28 @@ def test_a_network_trained_to_another_definition_is_refused_and_named(tmp_path):
     assert stale_reason(tmp_path / "full", full) is None
 
 
-def test_a_chosen_subset_is_all_that_is_needed_and_scored(default_model, encoder, tmp_path):
-    llm, _ = default_model
-    network = new_medrek(encoder, llm, width=32, heads=4)
-    identity = RetrievalEditor(network, encoder).llm_identity(llm)
-    save_network(tmp_path / "full" / NETWORK_FILE, network, llm=identity, encoder=encoder.identity())
-    write_log(tmp_path / "full", "full", train_settings("full")["steps"])
+def test_a_network_trained_from_an_earlier_version_of_its_source_is_refused(tmp_path):
+    full = BY_NAME["full"]  # copies medrek_copy's retriever and trains the prompt path only
+    source = load_network(full.option("--init-from"), expect_llm=None)
+    network = source.network
+    with torch.no_grad():
+        next(iter(network.part_parameters("prompts").values())).view(-1)[0] += 0.5  # trained: may differ
+    save_network(tmp_path / "full" / NETWORK_FILE, network, llm=source.llm, encoder=source.encoder)
+    assert changed_start(tmp_path / "full", full) is None
+    with torch.no_grad():
+        next(iter(network.part_parameters("retriever").values())).view(-1)[0] += 0.5
+    save_network(tmp_path / "full" / NETWORK_FILE, network, llm=source.llm, encoder=source.encoder)
+    reason = changed_start(tmp_path / "full", full)
+    assert reason is not None and "retriever part" in reason and "retrieval/checkpoints/medrek_copy" in reason
+    write_log(tmp_path / "full", "full", train_settings("full")["steps"])  # the log alone would pass
+    result = CliRunner().invoke(main, ["ablations", "--networks", str(tmp_path), "--ablation", "full",
+                                       "--reports-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "retriever part" in result.output and "--train" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_chosen_subset_is_all_that_is_needed_and_scored(tmp_path):
+    save_started_from_source(tmp_path / "full", BY_NAME["full"])
     reports = tmp_path / "reports"
     args = ["ablations", "--benchmark", "counterfact", "--batch", "1", "--networks", str(tmp_path),
             "--reports-dir", str(reports), "--quiet"]
@@ -117,3 +136,16 @@ def test_a_chosen_subset_is_all_that_is_needed_and_scored(default_model, encoder
     assert result.exit_code == 0, result.output
     (report_file,) = reports.glob("*/report.json")
     assert [run["editor"] for run in json.loads(report_file.read_text())["runs"]] == ["unedited", "ablation:full"]
+
+
+def test_training_to_a_definition_keeps_the_copied_part_of_its_source(tmp_path):
+    # One real step of the no-encoder-slots definition: the copied retriever must come out of
+    # training tensor for tensor, or changed_start would refuse every network it trains.
+    ablation = BY_NAME["no-encoder-slots"]
+    exported = tmp_path / "no-encoder-slots"
+    result = CliRunner().invoke(main, ["train", "medrek", "--name", "ablation-no-encoder-slots", "--run-dir",
+                                       str(tmp_path / "run"), *ablation.train_options, "--steps", "1", "--limit", "160",
+                                       "--validate-every", "1", "--validation-size", "1", "--export", str(exported)])
+    assert result.exit_code == 0, result.output
+    assert "Warm start from" in result.output
+    assert changed_start(exported, ablation) is None and stale_reason(exported, ablation) is not None

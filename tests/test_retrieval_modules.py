@@ -113,6 +113,17 @@ def test_separate_query_mlp_differs():
     assert not torch.allclose(network.keys(features), network.queries(features))
 
 
+def test_the_two_parts_split_every_parameter_once():
+    for network in (RetrievalNetwork(config()), RetrievalNetwork(config(prompt_source="key", key_source="statement", shared_query_key=False))):
+        retriever, prompts = network.part_parameters("retriever"), network.part_parameters("prompts")
+        assert not retriever.keys() & prompts.keys()
+        assert {**retriever, **prompts}.keys() == dict(network.named_parameters()).keys()
+        ids = [{id(p) for p in part.values()} for part in (retriever, prompts)]
+        assert ids == [{id(p) for p in group} for group in network.parameter_groups()]
+    with pytest.raises(ValueError, match="'retriever' and 'prompts'"):
+        network.part_parameters("all")
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -9,21 +9,24 @@ ablations the retriever alone for `RETRIEVER_STEPS` steps on top of the shipped 
 path). The training code never shows the prompt path what the retriever returns (edit losses use
 each edit's own prompt), so the two kinds of ablation are independent. The networks are not
 shipped (each is 13 MB and the shipped checkpoints must stay under 40 MB): `--train` makes the
-missing ones in `$EDITSCOPE_CACHE/ablations` (~12 min per retriever, ~30 min per prompt path on
+missing ones in `$EDITSCOPE_CACHE/ablations` (~12 min per retriever, ~1 h per prompt path on
 two AVX2 cores; resumable: a stopped run continues where it stopped); each folder keeps its
 network's training log beside it, and the logs behind the figures in retrieval/README.md are
-committed in retrieval/ablations/. A network whose log does not match its definition (another
-run, another step count) is refused rather than scored under a name it does not deserve;
-`--train` continues it to the definition.
+committed in retrieval/ablations/. A network is refused rather than scored under a name it does
+not deserve when its log does not match its definition (another run, another step count;
+`--train` continues it) or when the part it copied from a shipped checkpoint is no longer that
+checkpoint's (the checkpoint was retrained since; `--train` starts its run over).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import torch
 
 from covariance.distributed import Rank
 from experiments.commands.common import model_option, output_options, publish, seed_option
@@ -37,11 +40,11 @@ from experiments.tables import comparison_table
 from experiments.workers import Job
 from lm.files import cache_root
 from lm.loading import load
-from retrieval.checkpoint import NETWORK_FILE, SHIPPED_DIR, TRAINING_LOG_FILE
+from retrieval.checkpoint import NETWORK_FILE, SHIPPED_DIR, TRAINING_LOG_FILE, CheckpointError, load_network
 from retrieval.editor import RetrievalEditor
 
 REPO_ROOT = SHIPPED_DIR.parents[1]
-PROMPT_STEPS = 200
+PROMPT_STEPS = 600
 RETRIEVER_STEPS = 4000
 # The shipped medrek's training settings (retrieval/checkpoints/medrek/README.md), cut to the budget.
 PROMPT_PATH = ("--steps", str(PROMPT_STEPS), "--only", "prompts", "--prompt-lr", "1e-4",
@@ -58,6 +61,9 @@ class Ablation:
     name: str
     what: str
     train_options: tuple[str, ...]
+
+    def option(self, flag: str) -> str:
+        return self.train_options[self.train_options.index(flag) + 1]
 
 
 ABLATIONS = (
@@ -79,12 +85,33 @@ def stale_reason(folder: Path, ablation: Ablation) -> str | None:
     if not log_path.is_file():
         return f"has no {TRAINING_LOG_FILE}, so what trained it is unknown"
     last = json.loads(log_path.read_text())["stages"][-1]
-    steps = int(ablation.train_options[ablation.train_options.index("--steps") + 1])
+    steps = int(ablation.option("--steps"))
     if last["run"] != f"ablation-{ablation.name}":
         return f"was trained by run {last['run']!r}, not ablation-{ablation.name}"
     if last["steps"] != steps:
         return f"was trained for {last['steps']} steps; the definition asks {steps}"
     return None
+
+
+def changed_start(folder: Path, ablation: Ablation) -> str | None:
+    """Why the part of the network in `folder` that the definition copies from a shipped checkpoint
+    and never trains (`--init-part`) is not that checkpoint's part as it is now (None when it is,
+    tensor for tensor). A shipped checkpoint retrained since would otherwise leave the cached
+    network scored as the current definition while it holds the old one's weights."""
+    source, part = Path(ablation.option("--init-from")), ablation.option("--init-part")
+    mine = load_network(folder, expect_llm=None).network.part_parameters(part)
+    kept = load_network(source, expect_llm=None).network.part_parameters(part)
+    if mine.keys() == kept.keys() and all(torch.equal(mine[name], kept[name]) for name in kept):
+        return None
+    return (f"holds another {part} part than {_portable(str(source))} holds now (it was trained from an "
+            "earlier version of that checkpoint)")
+
+
+def _changed_start(networks_dir: Path, ablation: Ablation) -> str | None:
+    try:
+        return changed_start(networks_dir / ablation.name, ablation)
+    except CheckpointError as error:
+        fail(str(error))
 
 
 def _portable(option: str) -> str:
@@ -115,16 +142,28 @@ def ablations_command(benchmark, batch_size, networks_dir, train, chosen, model_
     missing = [a for a in ablations if not (networks_dir / a.name / NETWORK_FILE).is_file()]
     if missing and not train:
         fail(f"No trained network for {', '.join(a.name for a in missing)} in {networks_dir}; add --train "
-             "to train them (~12 min per retriever, ~30 min per prompt path on two CPU cores).")
-    stale = {a: reason for a in ablations if a not in missing and (reason := stale_reason(networks_dir / a.name, a))}
-    if stale and not train:
-        fail("; ".join(f"{networks_dir / a.name} {reason}" for a, reason in stale.items())
-             + ". Add --train to train it to the current definition (a run continues where it stopped).")
-    for ablation in [*missing, *stale]:
+             "to train them (~12 min per retriever, ~1 h per prompt path on two CPU cores).")
+    present = [a for a in ablations if a not in missing]
+    stale = {a: reason for a in present if (reason := stale_reason(networks_dir / a.name, a))}
+    restart = {a: reason for a in present if a not in stale and (reason := _changed_start(networks_dir, a))}
+    if (stale or restart) and not train:
+        fail("; ".join(f"{networks_dir / a.name} {reason}" for a, reason in {**restart, **stale}.items())
+             + ". Add --train to train it to the current definition (a run continues where it stopped; "
+               "one started from another checkpoint starts over).")
+    for ablation in [*missing, *stale, *restart]:
+        run_dir = cache_root() / "retrieval-runs" / f"ablation-{ablation.name}"
+        if ablation in restart and run_dir.exists():
+            out.print(f"Starting ablation {ablation.name} over: its run {run_dir} began from other weights.")
+            shutil.rmtree(run_dir)
         out.print(f"Training ablation {ablation.name}: {ablation.what}")
-        train_command.main(["medrek", "--name", f"ablation-{ablation.name}", *ablation.train_options,
+        train_command.main(["medrek", "--name", run_dir.name, "--run-dir", str(run_dir), *ablation.train_options,
                             "--model", model_name, "--export", str(networks_dir / ablation.name)],
                            standalone_mode=False)
+    # Checked again after training: a run continued from another start is still refused.
+    for ablation in ablations:
+        folder = networks_dir / ablation.name
+        if reason := stale_reason(folder, ablation) or _changed_start(networks_dir, ablation):
+            fail(f"{folder} {reason}. Run with --train again to train it from the current checkpoint.")
     edits = draw_edits(benchmark, batch_size, seed, asked_by=f"--batch {batch_size}")
     model, tok = load(model_name)
     edits = cut_long_targets(edits, tok, MAX_TARGET_TOKENS)

@@ -213,15 +213,12 @@ def _validation_line(validation: dict) -> str:
 
 def _warm_start(network, checkpoint: Path, part: str) -> list[str]:
     """Copy the tensors of `checkpoint` whose name and shape match into `network`: all of them,
-    or only those of the prompt path or of the retriever (see RetrievalNetwork.parameter_groups)."""
+    or only those of the prompt path or of the retriever (see RetrievalNetwork.part_parameters)."""
     source = load_network(checkpoint, expect_llm=None).network.state_dict()
     target = network.state_dict()
-    prompt_ids = {id(p) for p in network.parameter_groups()[1]}
-    in_prompt_path = {name: id(p) in prompt_ids for name, p in network.named_parameters()}
-    wanted = {"all": lambda name: True, "prompts": lambda name: in_prompt_path.get(name, False),
-              "retriever": lambda name: not in_prompt_path.get(name, True)}[part]
+    wanted = target.keys() if part == "all" else network.part_parameters(part).keys()
     copied = [key for key, value in source.items()
-              if key in target and target[key].shape == value.shape and wanted(key)]
+              if key in wanted and target[key].shape == value.shape]
     network.load_state_dict({**target, **{key: source[key] for key in copied}})
     return copied
 
