@@ -216,9 +216,9 @@ class RetrievalNetwork(nn.Module):
 
     def part_parameters(self, part: str) -> dict[str, nn.Parameter]:
         """The named parameters of one part, "retriever" or "prompts" (as `parameter_groups` splits them)."""
-        prompt = {id(p) for p in self.parameter_groups()[1]}
         if part not in ("retriever", "prompts"):
             raise ValueError(f"A network's parts are 'retriever' and 'prompts', not {part!r}.")
+        prompt = {id(p) for p in self.parameter_groups()[1]}
         return {name: p for name, p in self.named_parameters() if (id(p) in prompt) == (part == "prompts")}
 
     @property

@@ -114,7 +114,8 @@ def test_separate_query_mlp_differs():
 
 
 def test_the_two_parts_split_every_parameter_once():
-    for network in (RetrievalNetwork(config()), RetrievalNetwork(config(prompt_source="key", key_source="statement", shared_query_key=False))):
+    recipe_like = config(prompt_source="key", key_source="statement", shared_query_key=False)
+    for network in (RetrievalNetwork(config()), RetrievalNetwork(recipe_like)):
         retriever, prompts = network.part_parameters("retriever"), network.part_parameters("prompts")
         assert not retriever.keys() & prompts.keys()
         assert {**retriever, **prompts}.keys() == dict(network.named_parameters()).keys()

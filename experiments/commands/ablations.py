@@ -31,7 +31,7 @@ import torch
 from covariance.distributed import Rank
 from experiments.commands.common import model_option, output_options, publish, seed_option
 from experiments.commands.sweep import run_jobs
-from experiments.commands.train import train_command
+from experiments.commands.train import default_run_dir, train_command
 from experiments.console import console, fail
 from experiments.edit_sets import MAX_TARGET_TOKENS, cut_long_targets, draw_edits
 from experiments.identity import IdentityEditor
@@ -150,8 +150,9 @@ def ablations_command(benchmark, batch_size, networks_dir, train, chosen, model_
         fail("; ".join(f"{networks_dir / a.name} {reason}" for a, reason in {**restart, **stale}.items())
              + ". Add --train to train it to the current definition (a run continues where it stopped; "
                "one started from another checkpoint starts over).")
-    for ablation in [*missing, *stale, *restart]:
-        run_dir = cache_root() / "retrieval-runs" / f"ablation-{ablation.name}"
+    trained = [*missing, *stale, *restart]
+    for ablation in trained:
+        run_dir = default_run_dir(f"ablation-{ablation.name}")
         if ablation in restart and run_dir.exists():
             out.print(f"Starting ablation {ablation.name} over: its run {run_dir} began from other weights.")
             shutil.rmtree(run_dir)
@@ -159,8 +160,8 @@ def ablations_command(benchmark, batch_size, networks_dir, train, chosen, model_
         train_command.main(["medrek", "--name", run_dir.name, "--run-dir", str(run_dir), *ablation.train_options,
                             "--model", model_name, "--export", str(networks_dir / ablation.name)],
                            standalone_mode=False)
-    # Checked again after training: a run continued from another start is still refused.
-    for ablation in ablations:
+    # The trained ones are checked again: a run continued from another start is still refused.
+    for ablation in trained:
         folder = networks_dir / ablation.name
         if reason := stale_reason(folder, ablation) or _changed_start(networks_dir, ablation):
             fail(f"{folder} {reason}. Run with --train again to train it from the current checkpoint.")

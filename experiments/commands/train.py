@@ -122,7 +122,7 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
     """Train (or resume) the network of RECIPE, MEDREK or MEDREK_COPY; `--export` ships it."""
     out = console()
     name = name or editor
-    run_dir = run_dir or cache_root() / "retrieval-runs" / name
+    run_dir = run_dir or default_run_dir(name)
     try:
         llm, tok = load(model)
         encoder = KnowledgeEncoder.load("default", device=llm.device)
@@ -179,6 +179,11 @@ def train_command(editor, steps, run_dir, name, model, lr, prompt_lr, edit_batch
     if export_dir is not None:
         export(run_dir, export_dir, earlier, earlier_logs)
         out.print(f"Exported the best network to {export_dir}.")
+
+
+def default_run_dir(name: str) -> Path:
+    """Where a training run named `name` keeps its resumable state unless --run-dir says otherwise."""
+    return cache_root() / "retrieval-runs" / name
 
 
 def _parse_weights(options: tuple[str, ...]) -> dict[str, float]:
